@@ -1,0 +1,125 @@
+//! The blocker XDP program: drops TCP SYNs to protected (mail) ports from banned prefixes.
+//!
+//! The contract, in full: drop a packet if and only if it is a TCP SYN (SYN set, ACK and RST
+//! clear) to a protected port, from a source covered by a live (unexpired) banned prefix and
+//! not covered by an allow-list prefix. Everything else passes: a mail server fails open.
+//! `tests/src/reference.rs` is the same contract as plain Rust, and the tests hold the two
+//! equal.
+#![no_std]
+#![no_main]
+
+mod parse;
+mod verdict;
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    macros::{map, xdp},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    programs::XdpContext,
+};
+use blocker_common::{
+    AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, capacity, family, flags,
+};
+use parse::{Parsed, classify};
+use verdict::Judgement;
+
+#[map]
+static BANNED_V4_ADDRS: HashMap<[u8; 4], BanEntry> =
+    HashMap::with_max_entries(capacity::ADDRS, BPF_F_NO_PREALLOC);
+#[map]
+static BANNED_V4_RANGES: LpmTrie<[u8; 4], BanEntry> =
+    LpmTrie::with_max_entries(capacity::RANGES, BPF_F_NO_PREALLOC);
+#[map]
+static BANNED_V6_ADDRS: HashMap<[u8; 16], BanEntry> =
+    HashMap::with_max_entries(capacity::ADDRS, BPF_F_NO_PREALLOC);
+#[map]
+static BANNED_V6_RANGES: LpmTrie<[u8; 16], BanEntry> =
+    LpmTrie::with_max_entries(capacity::RANGES, BPF_F_NO_PREALLOC);
+#[map]
+static ALLOW_V4: LpmTrie<[u8; 4], AllowEntry> =
+    LpmTrie::with_max_entries(capacity::ALLOW, BPF_F_NO_PREALLOC);
+#[map]
+static ALLOW_V6: LpmTrie<[u8; 16], AllowEntry> =
+    LpmTrie::with_max_entries(capacity::ALLOW, BPF_F_NO_PREALLOC);
+#[map]
+static PROTECTED_PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
+#[map]
+static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+#[map]
+static STATS: PerCpuArray<FamilyStats> = PerCpuArray::with_max_entries(family::COUNT, 0);
+
+#[xdp]
+pub fn blocker(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let classified = classify(data, end, is_protected);
+    let judgement = match classified.parsed {
+        Parsed::Ignored => Judgement::Ignored,
+        Parsed::Malformed => Judgement::Malformed,
+        Parsed::Syn(source) => verdict::judge(source, false),
+        Parsed::Undecidable(source) => verdict::judge(source, true),
+    };
+    finish(classified.family, &judgement, end - data)
+}
+
+#[inline(always)]
+fn is_protected(port: u16) -> bool {
+    PROTECTED_PORTS
+        .get(u32::from(port >> 6))
+        .is_some_and(|word| word >> (port & 63) & 1 != 0)
+}
+
+/// The one exit: count the packet in its family's per-CPU slot, then return the action.
+/// Per-CPU slots are only touched by this CPU with preemption off, so plain adds suffice.
+#[inline(always)]
+fn finish(family: u32, judgement: &Judgement, frame_len: usize) -> u32 {
+    let observe = SETTINGS
+        .get(0)
+        .is_some_and(|s| s.flags & flags::OBSERVE != 0);
+    let action = match judgement {
+        Judgement::Banned { .. } if !observe => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    };
+    let Some(stats) = STATS.get_ptr_mut(family) else {
+        return action;
+    };
+    // SAFETY: a per-CPU slot, valid for the program's run.
+    let stats = unsafe { &mut *stats };
+    stats.seen += 1;
+    match *judgement {
+        Judgement::Ignored => {}
+        Judgement::Malformed => stats.malformed += 1,
+        Judgement::Clean { undecidable }
+        | Judgement::Allowlisted { undecidable }
+        | Judgement::Banned { undecidable, .. } => {
+            if undecidable {
+                stats.malformed += 1;
+            } else {
+                stats.syn_protected += 1;
+            }
+        }
+    }
+    match *judgement {
+        Judgement::Allowlisted { .. } => stats.allowlisted += 1,
+        Judgement::Banned { origin, .. } => {
+            let slot = origin as usize % blocker_common::origin::COUNT;
+            if observe {
+                stats.observed_packets[slot] += 1;
+            } else {
+                stats.dropped_packets[slot] += 1;
+                stats.dropped_bytes[slot] += frame_len as u64;
+            }
+        }
+        _ => {}
+    }
+    action
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,291 @@
+//! Header parsing, after xdp-tools' `parsing_helpers.h`: a cursor over the frame and one
+//! small parser per header, each bounds check right before the read it guards.
+//!
+//! Two limits bound every read. `end` is the frame's end: the verifier only accepts packet
+//! reads checked against it. `ip_left` is what the IP header says the datagram holds: Linux
+//! trims the frame to that length, so bytes past it (Ethernet padding of a tiny fragment, say)
+//! must never be read as TCP flags. They are kept as two separate checks on purpose: a single
+//! `min` would let LLVM fold away the `end` check the verifier needs.
+
+use blocker_common::family;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88A8;
+/// 802.1Q inside 802.1ad (QinQ) is the most Linux accepts without stacked VLAN devices.
+pub const VLAN_MAX_DEPTH: usize = 2;
+/// IPv6 extension headers walked before giving up. A longer chain from a banned source is
+/// treated like a cut-short fragment (dropped), so it cannot be used to hide a SYN.
+pub const IPV6_EXT_MAX_CHAIN: usize = 8;
+
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_AH: u8 = 51;
+pub const IPPROTO_DSTOPTS: u8 = 60;
+
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// The source address of the packet, as the ban maps key it.
+#[derive(Clone, Copy)]
+pub enum Source {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// What parsing found out about a packet.
+pub enum Parsed {
+    /// Not a TCP SYN to a protected port, or not ours to judge (not IP, not TCP, a non-first
+    /// fragment): passes at no lookup cost.
+    Ignored,
+    /// Headers truncated or invalid; passes (Linux drops most of these itself) and is counted.
+    Malformed,
+    /// A SYN to a protected port: the source must be looked up.
+    Syn(Source),
+    /// The TCP header cannot be read (a first fragment cut short, or an IPv6 extension chain
+    /// longer than we walk), and what can be read does not clear it: the source is looked up
+    /// and a banned one is dropped, since Linux would reassemble and answer it.
+    Undecidable(Source),
+}
+
+/// A packet, classified, with the family its counters go to.
+pub struct Classified {
+    pub family: u32,
+    pub parsed: Parsed,
+}
+
+struct Truncated;
+
+struct Cursor {
+    pos: usize,
+    end: usize,
+    /// Bytes left in the IP datagram, once an IP header has said how long it is.
+    ip_left: usize,
+}
+
+impl Cursor {
+    /// Takes the next `N` bytes, or fails if the frame or the datagram ends first.
+    #[inline(always)]
+    fn take<const N: usize>(&mut self) -> Result<&[u8; N], Truncated> {
+        if self.pos + N > self.end {
+            return Err(Truncated);
+        }
+        if N > self.ip_left {
+            return Err(Truncated);
+        }
+        // SAFETY: `pos..pos + N` lies inside the frame, checked just above.
+        let bytes = unsafe { &*(self.pos as *const [u8; N]) };
+        self.pos += N;
+        self.ip_left -= N;
+        Ok(bytes)
+    }
+
+    /// Skips `len` bytes (a header's variable part).
+    #[inline(always)]
+    fn skip(&mut self, len: usize) -> Result<(), Truncated> {
+        if self.pos + len > self.end {
+            return Err(Truncated);
+        }
+        if len > self.ip_left {
+            return Err(Truncated);
+        }
+        self.pos += len;
+        self.ip_left -= len;
+        Ok(())
+    }
+
+    /// Limits the rest of the read to what the IP header says the datagram holds.
+    #[inline(always)]
+    fn limit_to(&mut self, ip_payload: usize) {
+        self.ip_left = ip_payload;
+    }
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Classifies the frame `data..end`; `is_protected` says whether a TCP port is protected.
+#[inline(always)]
+pub fn classify(data: usize, end: usize, is_protected: impl Fn(u16) -> bool) -> Classified {
+    let mut cur = Cursor {
+        pos: data,
+        end,
+        ip_left: usize::MAX,
+    };
+    let Ok(ether_type) = ethernet(&mut cur) else {
+        return Classified {
+            family: family::OTHER,
+            parsed: Parsed::Malformed,
+        };
+    };
+    match ether_type {
+        ETH_P_IP => Classified {
+            family: family::IPV4,
+            parsed: ipv4(&mut cur, &is_protected),
+        },
+        ETH_P_IPV6 => Classified {
+            family: family::IPV6,
+            parsed: ipv6(&mut cur, &is_protected),
+        },
+        _ => Classified {
+            family: family::OTHER,
+            parsed: Parsed::Ignored,
+        },
+    }
+}
+
+/// Ethernet II and up to two VLAN tags (any VID, 0 included: priority-tagged frames are
+/// accepted by Linux on any interface). Returns the inner EtherType.
+#[inline(always)]
+fn ethernet(cur: &mut Cursor) -> Result<u16, Truncated> {
+    let eth = cur.take::<14>()?;
+    let mut ether_type = be16(eth, 12);
+    for _ in 0..VLAN_MAX_DEPTH {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let tag = cur.take::<4>()?;
+        ether_type = be16(tag, 2);
+    }
+    Ok(ether_type)
+}
+
+#[inline(always)]
+fn ipv4(cur: &mut Cursor, is_protected: &impl Fn(u16) -> bool) -> Parsed {
+    let Ok(ip) = cur.take::<20>() else {
+        return Parsed::Malformed;
+    };
+    let version = ip[0] >> 4;
+    let header_len = usize::from(ip[0] & 0x0F) * 4;
+    let total_len = usize::from(be16(ip, 2));
+    let frag = be16(ip, 6);
+    let protocol = ip[9];
+    let source = Source::V4([ip[12], ip[13], ip[14], ip[15]]);
+    if version != 4 || header_len < 20 || total_len < header_len {
+        return Parsed::Malformed;
+    }
+    if cur.skip(header_len - 20).is_err() {
+        return Parsed::Malformed;
+    }
+    cur.limit_to(total_len - header_len);
+    if protocol != IPPROTO_TCP {
+        return Parsed::Ignored;
+    }
+    let offset = frag & 0x1FFF;
+    if offset != 0 {
+        // A later fragment carries no TCP header, and without the first one it cannot be
+        // reassembled into anything.
+        return Parsed::Ignored;
+    }
+    let first_fragment = frag & 0x2000 != 0;
+    tcp(cur, source, first_fragment, is_protected)
+}
+
+#[inline(always)]
+fn ipv6(cur: &mut Cursor, is_protected: &impl Fn(u16) -> bool) -> Parsed {
+    let Ok(ip) = cur.take::<40>() else {
+        return Parsed::Malformed;
+    };
+    if ip[0] >> 4 != 6 {
+        return Parsed::Malformed;
+    }
+    let payload_len = usize::from(be16(ip, 4));
+    let mut next = ip[6];
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&ip[8..24]);
+    let source = Source::V6(src);
+    // 0 means a jumbogram, whose length is in a hop-by-hop option: the frame bounds it.
+    if payload_len != 0 {
+        cur.limit_to(payload_len);
+    }
+    let mut first_fragment = false;
+    for _ in 0..IPV6_EXT_MAX_CHAIN {
+        // Each arm reads the header's fixed part and returns the length of the rest.
+        let rest = match next {
+            IPPROTO_TCP => return tcp(cur, source, first_fragment, is_protected),
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Ok(ext) = cur.take::<2>() else {
+                    return cut_short(source, first_fragment);
+                };
+                next = ext[0];
+                (usize::from(ext[1]) + 1) * 8 - 2
+            }
+            IPPROTO_AH => {
+                let Ok(ext) = cur.take::<2>() else {
+                    return cut_short(source, first_fragment);
+                };
+                next = ext[0];
+                (usize::from(ext[1]) + 2) * 4 - 2
+            }
+            IPPROTO_FRAGMENT => {
+                let Ok(frag) = cur.take::<8>() else {
+                    return cut_short(source, first_fragment);
+                };
+                next = frag[0];
+                let offset_and_flags = be16(frag, 2);
+                if offset_and_flags >> 3 != 0 {
+                    // A later fragment: no TCP header in it (see `ipv4`).
+                    return Parsed::Ignored;
+                }
+                first_fragment |= offset_and_flags & 1 != 0;
+                0
+            }
+            // UDP, ICMPv6, ESP, no next header...: not TCP.
+            _ => return Parsed::Ignored,
+        };
+        if cur.skip(rest).is_err() {
+            return cut_short(source, first_fragment);
+        }
+    }
+    match next {
+        IPPROTO_TCP => tcp(cur, source, first_fragment, is_protected),
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
+            Parsed::Undecidable(source)
+        }
+        _ => Parsed::Ignored,
+    }
+}
+
+/// A header after IP ended early: a first fragment may legitimately end anywhere, and Linux
+/// reassembles it, so its source is judged; anything else is just malformed.
+#[inline(always)]
+fn cut_short(source: Source, first_fragment: bool) -> Parsed {
+    if first_fragment {
+        Parsed::Undecidable(source)
+    } else {
+        Parsed::Malformed
+    }
+}
+
+/// The TCP header: destination port first (an unprotected port clears the packet even when
+/// its flags are cut off), then the flags.
+#[inline(always)]
+fn tcp(
+    cur: &mut Cursor,
+    source: Source,
+    first_fragment: bool,
+    is_protected: &impl Fn(u16) -> bool,
+) -> Parsed {
+    let Ok(ports) = cur.take::<4>() else {
+        return cut_short(source, first_fragment);
+    };
+    if !is_protected(be16(ports, 2)) {
+        return Parsed::Ignored;
+    }
+    // Sequence and acknowledgement numbers, then data offset, then the flags byte.
+    let Ok(rest) = cur.take::<10>() else {
+        return cut_short(source, first_fragment);
+    };
+    let flags = rest[9];
+    if flags & TCP_SYN != 0 && flags & (TCP_ACK | TCP_RST) == 0 {
+        Parsed::Syn(source)
+    } else {
+        Parsed::Ignored
+    }
+}
