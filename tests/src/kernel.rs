@@ -1,0 +1,79 @@
+//! The real program in the kernel, driven through `BPF_PROG_TEST_RUN`.
+
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions},
+};
+use blocker::maps::{Ban, KernelMaps};
+use blocker_common::{FamilyStats, Settings, family, flags};
+
+use crate::reference::World;
+
+/// A loaded, unattached program and its maps.
+pub struct Program {
+    ebpf: Ebpf,
+    pub maps: KernelMaps,
+}
+
+impl Program {
+    /// Loads the program (the verifier runs) and takes its maps.
+    #[must_use]
+    pub fn load() -> Program {
+        let mut ebpf = blocker::loader::load().unwrap_or_else(|e| panic!("load: {e:?}"));
+        let maps = KernelMaps::take(&mut ebpf).expect("maps");
+        Program { ebpf, maps }
+    }
+
+    /// Writes `world` into the maps (bans, allow list, ports, mode).
+    pub fn install(&mut self, world: &World) {
+        for ban in &world.bans {
+            self.maps
+                .insert_ban(Ban { net: ban.net, expires_at_ns: ban.expires_at_ns, origin: ban.origin })
+                .expect("insert ban");
+        }
+        for net in &world.allow {
+            self.maps.insert_allow(*net).expect("insert allow");
+        }
+        self.maps.set_ports(&world.ports).expect("ports");
+        let flags = if world.observe { flags::OBSERVE } else { 0 };
+        self.maps.set_settings(Settings { flags, reserved: 0 }).expect("settings");
+    }
+
+    /// Runs the program once on `frame`; returns the XDP action.
+    #[must_use]
+    pub fn run(&self, frame: &[u8]) -> u32 {
+        let program: &aya::programs::Xdp = self
+            .ebpf
+            .program(blocker::loader::PROGRAM)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        program.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+    }
+
+    /// Counters summed over CPUs, per family.
+    #[must_use]
+    pub fn stats(&self) -> [FamilyStats; family::COUNT as usize] {
+        self.maps.stats().expect("stats")
+    }
+}
+
+/// The counters that moved between two readings.
+#[must_use]
+pub fn delta(after: &FamilyStats, before: &FamilyStats) -> FamilyStats {
+    let mut d = FamilyStats {
+        seen: after.seen - before.seen,
+        syn_protected: after.syn_protected - before.syn_protected,
+        allowlisted: after.allowlisted - before.allowlisted,
+        malformed: after.malformed - before.malformed,
+        ..FamilyStats::default()
+    };
+    for slot in 0..blocker_common::origin::COUNT {
+        d.dropped_packets[slot] = after.dropped_packets[slot] - before.dropped_packets[slot];
+        d.dropped_bytes[slot] = after.dropped_bytes[slot] - before.dropped_bytes[slot];
+        d.observed_packets[slot] = after.observed_packets[slot] - before.observed_packets[slot];
+    }
+    d
+}
