@@ -34,3 +34,42 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
         .try_into()
         .map_err(|_| LoadError::NoProgram)
 }
+
+/// How to attach: `Native` runs in the driver (veth, most NICs), `Generic` after the kernel
+/// has built an skb (works everywhere, slower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("attaching XDP ({mode:?}) to interface {interface} failed")]
+pub struct AttachError {
+    pub interface: String,
+    pub mode: AttachMode,
+    #[source]
+    pub source: ProgramError,
+}
+
+/// Attaches the loaded program to `interface` (in the calling thread's network namespace).
+pub fn attach(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<aya::programs::xdp::XdpLinkId, AttachError> {
+    let xdp_mode = match mode {
+        AttachMode::Native => aya::programs::XdpMode::Driver,
+        AttachMode::Generic => aya::programs::XdpMode::Skb,
+    };
+    let program = program(ebpf).map_err(|_| AttachError {
+        interface: interface.into(),
+        mode,
+        source: ProgramError::NotLoaded,
+    })?;
+    program.attach(interface, xdp_mode).map_err(|source| AttachError {
+        interface: interface.into(),
+        mode,
+        source,
+    })
+}

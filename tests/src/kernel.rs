@@ -77,3 +77,12 @@ pub fn delta(after: &FamilyStats, before: &FamilyStats) -> FamilyStats {
     }
     d
 }
+
+impl Program {
+    /// Attaches the program to `interface` inside `ns`.
+    pub fn attach(&mut self, ns: &crate::netns::Netns, interface: &str, mode: blocker::loader::AttachMode) {
+        let ebpf = &mut self.ebpf;
+        ns.run(|| blocker::loader::attach(ebpf, interface, mode))
+            .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
+    }
+}

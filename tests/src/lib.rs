@@ -2,6 +2,7 @@
 //! harness, network namespaces and a real (or fault-injecting fake) CrowdSec LAPI.
 
 pub mod kernel;
+pub mod netns;
 pub mod packet;
 pub mod reference;
 
