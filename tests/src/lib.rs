@@ -1,7 +1,10 @@
 //! Support for blocker's integration tests: frames, the reference classifier, the kernel
 //! harness, network namespaces and a real (or fault-injecting fake) CrowdSec LAPI.
 
+pub mod daemon;
+pub mod fake_lapi;
 pub mod kernel;
+pub mod lapi;
 pub mod netns;
 pub mod packet;
 pub mod reference;

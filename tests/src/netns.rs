@@ -51,11 +51,7 @@ impl Netns {
 
     /// Moves the calling thread into this namespace.
     pub fn enter(&self) {
-        let path = format!("/var/run/netns/{}", self.name);
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: a valid namespace fd; setns only affects the calling thread.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        enter(&self.name);
     }
 
     /// Runs a command in this namespace and returns its stdout.
@@ -75,6 +71,16 @@ impl Netns {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// Moves the calling thread into the named namespace. Processes it spawns from then on start
+/// there too.
+pub fn enter(name: &str) {
+    let path = format!("/var/run/netns/{name}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: a valid namespace fd; setns only affects the calling thread.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for Netns {

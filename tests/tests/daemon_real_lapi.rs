@@ -1,0 +1,130 @@
+//! The daemon against a real CrowdSec LAPI (Debian's package), end to end across network
+//! namespaces: decisions made with `cscli` reach the kernel within seconds and lift on time.
+//! LAPI and the daemon both run on the mail host (its loopback), as in production.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use blocker_tests::{
+    daemon::{self, Daemon},
+    lapi::Lapi,
+    netns::{Host, Lan, Listeners, connects},
+    privileged,
+};
+
+/// How long a decision may take to reach the kernel, or to leave it (the promise at
+/// `update_frequency: 1s`).
+const WITHIN: Duration = Duration::from_secs(3);
+const PROBE: Duration = Duration::from_millis(300);
+
+/// Waits up to `within` for `reachable(port)` to be `want` on every port; panics otherwise.
+fn until(what: &str, within: Duration, from: &Host, to: IpAddr, ports: &[u16], want: bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if ports.iter().all(|p| connects(from, to, *p, PROBE) == want) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not {} within {within:?}", if want { "reachable" } else { "blocked" });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn blocked(what: &str, from: &Host, to: IpAddr) -> Duration {
+    let took = until(what, WITHIN, from, to, &[25, 993], false);
+    assert!(connects(from, to, 8080, Duration::from_secs(1)), "{what}: unprotected port 8080 must stay reachable");
+    took
+}
+
+fn reachable(what: &str, from: &Host, to: IpAddr) -> Duration {
+    until(what, WITHIN, from, to, &[25, 993], true)
+}
+
+#[test]
+fn decisions_from_cscli_are_enforced_and_lifted() {
+    if !privileged("decisions_from_cscli_are_enforced_and_lifted") {
+        return;
+    }
+    let lan = Lan::new(&[
+        ("203.0.113.25", "2001:db8:25::25"),
+        ("203.0.113.66", "2001:db8:25::66"),
+        ("203.0.113.10", "2001:db8:25::10"),
+    ]);
+    let [mail, attacker, client] = &lan.hosts[..] else { unreachable!() };
+    let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
+    let lapi = mail.ns.run(Lapi::start);
+    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let cscli = |args: &[&str]| mail.ns.run(|| lapi.cscli(args));
+    let _listeners = Listeners::start(mail, &[25, 993, 8080]);
+    let _daemon = Daemon::start(&mail.ns, daemon::settings(&lapi.url(), &key));
+
+    reachable("before any decision", attacker, v4);
+
+    cscli(&["decisions", "add", "--ip", "203.0.113.66", "--duration", "4h"]);
+    let took = blocked("--ip ban (IPv4)", attacker, v4);
+    println!("IPv4 --ip ban enforced after {took:?}");
+    reachable("clean client during the ban", client, v4);
+    reachable("the attacker over IPv6 (not banned)", attacker, v6);
+
+    cscli(&["decisions", "delete", "--ip", "203.0.113.66"]);
+    let took = reachable("after delete", attacker, v4);
+    println!("IPv4 ban lifted after {took:?}");
+
+    cscli(&["decisions", "add", "--range", "203.0.113.64/30", "--duration", "4h"]);
+    blocked("--range ban (IPv4)", attacker, v4);
+    reachable("clean client outside the range", client, v4);
+    cscli(&["decisions", "delete", "--range", "203.0.113.64/30"]);
+    reachable("after range delete", attacker, v4);
+
+    cscli(&["decisions", "add", "--range", "2001:db8:25::60/124", "--duration", "4h"]);
+    let took = blocked("--range ban (IPv6)", attacker, v6);
+    println!("IPv6 --range ban enforced after {took:?}");
+    reachable("clean IPv6 client outside the range", client, v6);
+    cscli(&["decisions", "delete", "--range", "2001:db8:25::60/124"]);
+    reachable("after IPv6 range delete", attacker, v6);
+
+    cscli(&["decisions", "add", "--ip", "2001:db8:25::66", "--duration", "5s"]);
+    blocked("5 s IPv6 ban", attacker, v6);
+    let start = Instant::now();
+    until("5 s ban lifting by itself", Duration::from_secs(5) + WITHIN, attacker, v6, &[25, 993], true);
+    println!("5 s ban lifted by itself {:?} after it was seen", start.elapsed());
+
+    cscli(&["decisions", "add", "--ip", "203.0.113.66", "--duration", "4h", "--type", "captcha"]);
+    std::thread::sleep(WITHIN);
+    assert!(connects(attacker, v4, 25, Duration::from_secs(1)), "a captcha decision must be ignored");
+}
+
+#[test]
+fn enforcement_survives_a_lapi_restart() {
+    if !privileged("enforcement_survives_a_lapi_restart") {
+        return;
+    }
+    let lan = Lan::new(&[
+        ("203.0.113.25", "2001:db8:25::25"),
+        ("203.0.113.66", "2001:db8:25::66"),
+    ]);
+    let [mail, attacker] = &lan.hosts[..] else { unreachable!() };
+    let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
+    let lapi = mail.ns.run(Lapi::start);
+    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let _listeners = Listeners::start(mail, &[25, 993, 8080]);
+    let _daemon = Daemon::start(&mail.ns, daemon::settings(&lapi.url(), &key));
+
+    mail.ns.run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
+    blocked("ban before the restart", attacker, v4);
+
+    mail.ns.run(|| lapi.stop());
+    // Several failed pulls: the ban must hold all along.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(!connects(attacker, v4, 25, PROBE), "the ban lapsed while LAPI was down");
+    }
+    mail.ns.run(|| lapi.restart());
+    // The daemon is backing off: this decision lands before its next pull, which must then be
+    // a full resync that picks it up.
+    mail.ns.run(|| lapi.add_decision_ip("2001:db8:25::66", "4h", "ban"));
+    let took = until("IPv6 ban made after the restart", Duration::from_secs(15), attacker, v6, &[25, 993], false);
+    println!("decision made after the LAPI restart enforced after {took:?}");
+    assert!(!connects(attacker, v4, 25, PROBE), "the ban from before the restart still holds");
+}
