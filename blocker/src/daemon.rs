@@ -16,7 +16,7 @@ use crate::{
     lapi::{Backoff, LapiClient, LapiError, LapiSettings},
     loader::{self, AttachMode},
     maps::{KernelMaps, MapsError},
-    sync::Sync,
+    sync::{Applied, Sync},
 };
 
 /// How often expired bans are looked for, whatever the polling interval.
@@ -64,6 +64,73 @@ pub enum DaemonError {
     Lapi(#[source] LapiError),
 }
 
+/// The decisions half of the daemon: pulls from LAPI and keeps the maps in step. After a
+/// failed pull, the next one is a full `startup=true` resync.
+pub struct Enforcer {
+    client: LapiClient,
+    sync: Sync,
+    maps: KernelMaps,
+    resync: bool,
+}
+
+/// What one successful pull did.
+#[derive(Debug)]
+pub struct PullReport {
+    pub startup: bool,
+    pub new: usize,
+    pub deleted: usize,
+    pub skipped: usize,
+    pub applied: Applied,
+}
+
+impl Enforcer {
+    /// Adopts what `maps` already hold; the first pull reconciles them with LAPI.
+    pub fn new(
+        client: LapiClient,
+        maps: KernelMaps,
+        supported_types: &[String],
+    ) -> Result<Enforcer, MapsError> {
+        let sync = Sync::new(supported_types, maps.bans()?);
+        Ok(Enforcer { client, sync, maps, resync: true })
+    }
+
+    #[must_use]
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    /// One pull, applied. On error nothing in the maps changes.
+    pub async fn pull(&mut self) -> Result<PullReport, LapiError> {
+        let startup = self.resync;
+        let batch = match self.client.stream(startup, SystemTime::now()).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                self.resync = true;
+                return Err(e);
+            }
+        };
+        self.resync = false;
+        for skipped in &batch.skipped {
+            tracing::warn!(?skipped, "decision skipped");
+        }
+        let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped.len());
+        let (wall, boot) = (SystemTime::now(), clock::boottime_ns());
+        let ops = if startup {
+            self.sync.resync(batch, wall, boot)
+        } else {
+            self.sync.delta(batch, wall, boot)
+        };
+        let applied = self.sync.apply(ops, &mut self.maps);
+        Ok(PullReport { startup, new, deleted, skipped, applied })
+    }
+
+    /// Removes bans whose decisions have ended.
+    pub fn expire(&mut self) -> Applied {
+        let ops = self.sync.tick(SystemTime::now(), clock::boottime_ns());
+        self.sync.apply(ops, &mut self.maps)
+    }
+}
+
 /// Runs until `shutdown` completes.
 pub async fn run(
     settings: DaemonSettings,
@@ -76,12 +143,10 @@ pub async fn run(
         attach(&mut ebpf, interface, settings.xdp_mode)?;
     }
     let client = LapiClient::new(&settings.lapi).map_err(DaemonError::Lapi)?;
-    let mut sync = Sync::new(&settings.supported_types, maps.bans()?);
     tracing::info!(
         interfaces = ?settings.interfaces,
         ports = ?settings.ports,
         observe = settings.observe,
-        adopted = sync.banned_prefixes(),
         lapi = %client.endpoint(),
         "blocker is enforcing"
     );
@@ -89,31 +154,31 @@ pub async fn run(
         Ok(()) => tracing::info!("LAPI reachable and the API key accepted"),
         Err(e) => tracing::warn!(error = %error_chain(&e), "LAPI check failed; enforcing what the maps hold and retrying"),
     }
+    let mut enforcer = Enforcer::new(client, maps, &settings.supported_types)?;
 
     tokio::pin!(shutdown);
     let mut expiry = tokio::time::interval(EXPIRY_TICK);
     let mut backoff = Backoff::default();
     let mut next_pull = tokio::time::Instant::now();
-    let mut resync = true;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = expiry.tick() => {
-                let ops = sync.tick(SystemTime::now(), clock::boottime_ns());
-                if !ops.is_empty() {
-                    let applied = sync.apply(ops, &mut maps);
+                let applied = enforcer.expire();
+                if applied.unbanned > 0 {
                     tracing::info!(unbanned = applied.unbanned, "expired bans removed");
                 }
             }
             () = tokio::time::sleep_until(next_pull) => {
-                let delay = match pull(&client, &mut sync, &mut maps, resync).await {
-                    Ok(()) => {
-                        resync = false;
+                let delay = match enforcer.pull().await {
+                    Ok(report) => {
+                        if report.startup || report.applied != Applied::default() || report.skipped > 0 {
+                            tracing::info!(?report, prefixes = enforcer.sync.banned_prefixes(), "decisions applied");
+                        }
                         backoff.reset();
                         settings.update_frequency
                     }
                     Err(e) => {
-                        resync = true;
                         let delay = backoff.next_delay();
                         tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "LAPI pull failed; the maps keep their bans");
                         delay
@@ -123,39 +188,26 @@ pub async fn run(
             }
         }
     }
+    log_counters(enforcer.maps());
     tracing::info!("stopping");
     Ok(())
 }
 
-/// One pull: a `startup=true` resync or a delta, applied to the maps.
-async fn pull(
-    client: &LapiClient,
-    sync: &mut Sync,
-    maps: &mut KernelMaps,
-    resync: bool,
-) -> Result<(), LapiError> {
-    let batch = client.stream(resync, SystemTime::now()).await?;
-    for skipped in &batch.skipped {
-        tracing::warn!(?skipped, "decision skipped");
-    }
-    let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped.len());
-    let (wall, boot) = (SystemTime::now(), clock::boottime_ns());
-    let ops = if resync { sync.resync(batch, wall, boot) } else { sync.delta(batch, wall, boot) };
-    let applied = sync.apply(ops, maps);
-    if resync || applied != crate::sync::Applied::default() || skipped > 0 {
+/// One line of the kernel's counters per address family.
+fn log_counters(maps: &KernelMaps) {
+    let Ok(stats) = maps.stats() else { return };
+    for (name, s) in [("IPv4", &stats[0]), ("IPv6", &stats[1])] {
         tracing::info!(
-            startup = resync,
-            new,
-            deleted,
-            skipped,
-            banned = applied.banned,
-            unbanned = applied.unbanned,
-            failed = applied.failed,
-            prefixes = sync.banned_prefixes(),
-            "decisions applied"
+            family = name,
+            seen = s.seen,
+            syn_inspected = s.syn_protected,
+            dropped = s.dropped_packets.iter().sum::<u64>(),
+            dropped_bytes = s.dropped_bytes.iter().sum::<u64>(),
+            allowlisted = s.allowlisted,
+            malformed = s.malformed,
+            "kernel counters"
         );
     }
-    Ok(())
 }
 
 /// Writes ports, mode and the allow list (exactly the configured one) into the maps.
