@@ -51,7 +51,7 @@ pub mod family {
 
 /// Where a ban came from, as a small index so the kernel can count drops per origin.
 ///
-/// CrowdSec's decision `origin` strings map onto these slots (`lists:NAME` counts as `lists`);
+/// `CrowdSec`'s decision `origin` strings map onto these slots (`lists:NAME` counts as `lists`);
 /// anything else is `OTHER`.
 pub mod origin {
     pub const OTHER: u32 = 0;
@@ -76,7 +76,7 @@ pub mod origin {
         "appsec",
     ];
 
-    /// The slot for a CrowdSec `origin` string.
+    /// The slot for a `CrowdSec` `origin` string.
     #[must_use]
     pub fn from_name(name: &str) -> u32 {
         let base = name.split_once(':').map_or(name, |(base, _)| base);

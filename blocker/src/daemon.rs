@@ -116,9 +116,9 @@ impl Enforcer {
         let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped.len());
         let (wall, boot) = (SystemTime::now(), clock::boottime_ns());
         let ops = if startup {
-            self.sync.resync(batch, wall, boot)
+            self.sync.resync(&batch, wall, boot)
         } else {
-            self.sync.delta(batch, wall, boot)
+            self.sync.delta(&batch, wall, boot)
         };
         let applied = self.sync.apply(ops, &mut self.maps);
         Ok(PullReport { startup, new, deleted, skipped, applied })

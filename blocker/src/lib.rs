@@ -1,4 +1,4 @@
-//! blocker: a CrowdSec remediation component for mail servers.
+//! blocker: a `CrowdSec` remediation component for mail servers.
 //!
 //! Data flows left to right: LAPI client → decisions → sync → maps → (XDP program) → stats →
 //! metrics.

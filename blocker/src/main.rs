@@ -10,7 +10,7 @@ use blocker::{
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// CrowdSec bouncer for mail servers: drops SYNs to mail ports from banned prefixes with XDP.
+/// `CrowdSec` bouncer for mail servers: drops SYNs to mail ports from banned prefixes with XDP.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {

@@ -132,19 +132,19 @@ impl KernelMaps {
     pub fn bans(&self) -> Result<Vec<Ban>, MapsError> {
         let mut bans = Vec::new();
         let ban = |net: IpNet, e: BanEntry| Ban { net, expires_at_ns: e.expires_at_ns, origin: e.origin };
-        for item in self.v4_addrs.iter() {
+        for item in &self.v4_addrs {
             let (addr, e) = item.map_err(op(map::BANNED_V4_ADDRS, "iterate"))?;
             bans.push(ban(IpNet::V4(Ipv4Net::from(std::net::Ipv4Addr::from(addr))), e));
         }
-        for item in self.v6_addrs.iter() {
+        for item in &self.v6_addrs {
             let (addr, e) = item.map_err(op(map::BANNED_V6_ADDRS, "iterate"))?;
             bans.push(ban(IpNet::V6(Ipv6Net::from(std::net::Ipv6Addr::from(addr))), e));
         }
-        for item in self.v4_ranges.iter() {
+        for item in &self.v4_ranges {
             let (key, e) = item.map_err(op(map::BANNED_V4_RANGES, "iterate"))?;
             bans.push(ban(net_of(IpAddr::from(key.data()), key.prefix_len()), e));
         }
-        for item in self.v6_ranges.iter() {
+        for item in &self.v6_ranges {
             let (key, e) = item.map_err(op(map::BANNED_V6_RANGES, "iterate"))?;
             bans.push(ban(net_of(IpAddr::from(key.data()), key.prefix_len()), e));
         }

@@ -102,11 +102,11 @@ impl Sync {
 
     /// Takes a `startup=true` answer: it replaces everything held. Returns the ops that bring
     /// the maps to it (removals only for prefixes no longer banned).
-    pub fn resync(&mut self, batch: StreamBatch, wall_now: SystemTime, boot_now: u64) -> Vec<Op> {
+    pub fn resync(&mut self, batch: &StreamBatch, wall_now: SystemTime, boot_now: u64) -> Vec<Op> {
         self.by_net.clear();
         self.net_of.clear();
         self.expiries.clear();
-        for decision in batch.new {
+        for decision in &batch.new {
             self.hold(decision);
         }
         self.expire(wall_now);
@@ -122,12 +122,12 @@ impl Sync {
     }
 
     /// Takes a delta: deletions (by decision id, idempotent), then new decisions.
-    pub fn delta(&mut self, batch: StreamBatch, wall_now: SystemTime, boot_now: u64) -> Vec<Op> {
+    pub fn delta(&mut self, batch: &StreamBatch, wall_now: SystemTime, boot_now: u64) -> Vec<Op> {
         let mut touched = HashSet::new();
-        for decision in batch.deleted {
+        for decision in &batch.deleted {
             touched.extend(self.release(decision.id));
         }
-        for decision in batch.new {
+        for decision in &batch.new {
             touched.extend(self.hold(decision));
         }
         touched.extend(self.expire(wall_now));
@@ -197,7 +197,7 @@ impl Sync {
     }
 
     /// Holds a new decision; returns its prefix if it is one we enforce.
-    fn hold(&mut self, decision: Decision) -> Option<IpNet> {
+    fn hold(&mut self, decision: &Decision) -> Option<IpNet> {
         let kind = decision.kind.to_ascii_lowercase();
         if !self.supported_types.contains(&kind) {
             if self.ignored_types.insert(kind.clone()) {
@@ -311,8 +311,7 @@ mod tests {
     #[test]
     fn a_prefix_stays_banned_while_any_decision_covers_it() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(
-            batch(vec![decision(1, "203.0.113.7/32", "ban", 100), decision(2, "203.0.113.7/32", "ban", 50)], vec![]),
+        let ops = s.delta(&batch(vec![decision(1, "203.0.113.7/32", "ban", 100), decision(2, "203.0.113.7/32", "ban", 50)], vec![]),
             at(0),
             boot(0),
         );
@@ -320,13 +319,13 @@ mod tests {
         let ban = maps.bans[&"203.0.113.7/32".parse().unwrap()];
         assert_eq!(ban.expires_at_ns, boot(100), "expiry is the latest until");
 
-        let ops = s.delta(batch(vec![], vec![decision(1, "203.0.113.7/32", "ban", 100)]), at(1), boot(1));
+        let ops = s.delta(&batch(vec![], vec![decision(1, "203.0.113.7/32", "ban", 100)]), at(1), boot(1));
         step(&mut s, &mut maps, ops);
         let ban = maps.bans[&"203.0.113.7/32".parse().unwrap()];
         assert_eq!(ban.expires_at_ns, boot(50), "the other decision still bans it");
         assert!(maps.removed.is_empty());
 
-        let ops = s.delta(batch(vec![], vec![decision(2, "203.0.113.7/32", "ban", 50)]), at(2), boot(2));
+        let ops = s.delta(&batch(vec![], vec![decision(2, "203.0.113.7/32", "ban", 50)]), at(2), boot(2));
         step(&mut s, &mut maps, ops);
         assert!(maps.bans.is_empty());
     }
@@ -334,22 +333,21 @@ mod tests {
     #[test]
     fn repeated_deletions_are_harmless() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(batch(vec![decision(1, "198.51.100.0/24", "ban", 100)], vec![]), at(0), boot(0));
+        let ops = s.delta(&batch(vec![decision(1, "198.51.100.0/24", "ban", 100)], vec![]), at(0), boot(0));
         step(&mut s, &mut maps, ops);
         for _ in 0..3 {
-            let ops = s.delta(batch(vec![], vec![decision(1, "198.51.100.0/24", "ban", 100)]), at(1), boot(1));
+            let ops = s.delta(&batch(vec![], vec![decision(1, "198.51.100.0/24", "ban", 100)]), at(1), boot(1));
             step(&mut s, &mut maps, ops);
         }
         assert!(maps.bans.is_empty());
-        let ops = s.delta(batch(vec![], vec![decision(99, "198.51.100.0/24", "ban", 100)]), at(1), boot(1));
+        let ops = s.delta(&batch(vec![], vec![decision(99, "198.51.100.0/24", "ban", 100)]), at(1), boot(1));
         assert!(ops.is_empty(), "an unknown id changes nothing");
     }
 
     #[test]
     fn other_decision_types_are_ignored() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(
-            batch(vec![decision(1, "203.0.113.7/32", "captcha", 100), decision(2, "203.0.113.8/32", "BAN", 100)], vec![]),
+        let ops = s.delta(&batch(vec![decision(1, "203.0.113.7/32", "captcha", 100), decision(2, "203.0.113.8/32", "BAN", 100)], vec![]),
             at(0),
             boot(0),
         );
@@ -362,8 +360,7 @@ mod tests {
     #[test]
     fn expired_decisions_leave_the_maps_on_tick() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(
-            batch(vec![decision(1, "203.0.113.7/32", "ban", 5), decision(2, "2001:db8::/48", "ban", 100)], vec![]),
+        let ops = s.delta(&batch(vec![decision(1, "203.0.113.7/32", "ban", 5), decision(2, "2001:db8::/48", "ban", 100)], vec![]),
             at(0),
             boot(0),
         );
@@ -383,8 +380,7 @@ mod tests {
         ];
         let mut maps = FakeMaps { bans: adopted.iter().map(|b| (b.net, *b)).collect(), removed: vec![] };
         let mut s = Sync::new(&["ban".to_owned()], adopted);
-        let ops = s.resync(
-            batch(vec![decision(1, "203.0.113.7/32", "ban", 100), decision(3, "198.51.100.0/24", "ban", 200)], vec![]),
+        let ops = s.resync(&batch(vec![decision(1, "203.0.113.7/32", "ban", 100), decision(3, "198.51.100.0/24", "ban", 200)], vec![]),
             at(0),
             boot(0),
         );
@@ -401,7 +397,7 @@ mod tests {
     #[test]
     fn an_already_expired_decision_bans_nothing() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(batch(vec![decision(1, "203.0.113.7/32", "ban", 0)], vec![]), at(1), boot(1));
+        let ops = s.delta(&batch(vec![decision(1, "203.0.113.7/32", "ban", 0)], vec![]), at(1), boot(1));
         step(&mut s, &mut maps, ops);
         assert!(maps.bans.is_empty());
     }

@@ -1,7 +1,7 @@
 //! Installs what building and testing need, as `shared/TOOLCHAIN.md` describes: rust-src for
 //! the nightly, bpf-linker linked against the nightly's own libLLVM (no LLVM development
 //! package of that version exists in Debian here), and Debian's packages for the tests
-//! (CrowdSec's LAPI and cscli, iproute2, nftables).
+//! (`CrowdSec`'s LAPI and cscli, iproute2, nftables).
 
 use std::{
     path::PathBuf,
@@ -71,7 +71,7 @@ pub fn toolchain() -> Result<()> {
     Ok(())
 }
 
-/// Debian's packages for the tests. CrowdSec's install script registers with the central API
+/// Debian's packages for the tests. `CrowdSec`'s install script registers with the central API
 /// unless its credentials file is non-empty, and there is no route out: write it first.
 pub fn test_packages() -> Result<()> {
     let missing: Vec<&str> = TEST_PACKAGES
