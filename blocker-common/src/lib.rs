@@ -25,6 +25,18 @@ pub mod map {
     pub const SETTINGS: &str = "SETTINGS";
     /// Per-CPU `FamilyStats`, indexed by `family::*`.
     pub const STATS: &str = "STATS";
+    /// Every map: all are pinned, so bans, settings and counters outlive the daemon.
+    pub const ALL: [&str; 9] = [
+        BANNED_V4_ADDRS,
+        BANNED_V4_RANGES,
+        BANNED_V6_ADDRS,
+        BANNED_V6_RANGES,
+        ALLOW_V4,
+        ALLOW_V6,
+        PROTECTED_PORTS,
+        SETTINGS,
+        STATS,
+    ];
 }
 
 /// Default capacities. Single addresses are the bulk of real block lists, ranges are few.

@@ -183,6 +183,10 @@ pub struct Config {
     /// `/sys/fs/bpf/blocker`.
     #[serde(default = "default_bpffs_dir")]
     bpffs_dir: PathBuf,
+    /// Where the daemon records its LAPI sync state for `blocker status`; default
+    /// `/run/blocker/state.json`.
+    #[serde(default = "default_state_file")]
+    state_file: PathBuf,
     /// Prometheus endpoint; default enabled on 127.0.0.1:60601.
     #[serde(default)]
     prometheus: PrometheusConfig,
@@ -390,6 +394,10 @@ fn default_decision_types() -> Vec<String> {
 fn default_ports() -> Vec<u16> {
     // SMTP, submissions, submission, IMAP, IMAPS, POP3, POP3S.
     vec![25, 465, 587, 143, 993, 110, 995]
+}
+
+fn default_state_file() -> PathBuf {
+    PathBuf::from("/run/blocker/state.json")
 }
 
 fn default_bpffs_dir() -> PathBuf {
@@ -751,11 +759,10 @@ impl Config {
         }
         dedupe(&mut self.allowlist);
 
-        if !self.bpffs_dir.is_absolute() {
-            return Err(ConfigError::RelativePath {
-                key: "bpffs_dir",
-                path: self.bpffs_dir,
-            });
+        for (key, path) in [("bpffs_dir", &self.bpffs_dir), ("state_file", &self.state_file)] {
+            if !path.is_absolute() {
+                return Err(ConfigError::RelativePath { key, path: path.clone() });
+            }
         }
         if self.prometheus.enabled && self.prometheus.listen_port == 0 {
             return Err(ConfigError::PortZero {
@@ -906,6 +913,11 @@ impl Config {
     #[must_use]
     pub fn bpffs_dir(&self) -> &Path {
         &self.bpffs_dir
+    }
+
+    #[must_use]
+    pub fn state_file(&self) -> &Path {
+        &self.state_file
     }
 
     #[must_use]

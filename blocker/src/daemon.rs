@@ -5,7 +5,10 @@
 //! `startup=true`. After that, deltas every `update_frequency`. Any failure keeps the maps as
 //! they are, logs the cause, backs off, and the next success is a full `startup=true` resync.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use ipnet::IpNet;
 
@@ -14,8 +17,9 @@ use crate::{
     config::{Config, ConfigError, Mode, XdpMode},
     error_chain,
     lapi::{Backoff, LapiClient, LapiError, LapiSettings},
-    loader::{self, AttachMode},
+    loader::{self, AttachMode, Attached},
     maps::{KernelMaps, MapsError},
+    state::{DaemonState, unix_seconds},
     sync::{Applied, Sync},
 };
 
@@ -33,6 +37,10 @@ pub struct DaemonSettings {
     pub ports: Vec<u16>,
     pub allowlist: Vec<IpNet>,
     pub observe: bool,
+    /// bpffs folder of the pinned maps and links.
+    pub pin_dir: PathBuf,
+    /// Where `blocker status` finds the sync state.
+    pub state_file: PathBuf,
 }
 
 impl DaemonSettings {
@@ -46,6 +54,8 @@ impl DaemonSettings {
             ports: config.ports().to_vec(),
             allowlist: config.allowlist().to_vec(),
             observe: config.mode() == Mode::Observe,
+            pin_dir: config.bpffs_dir().to_path_buf(),
+            state_file: config.state_file().to_path_buf(),
         })
     }
 }
@@ -136,18 +146,28 @@ pub async fn run(
     settings: DaemonSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let mut ebpf = loader::load()?;
+    let mut ebpf = loader::load_pinned(&settings.pin_dir)?;
     let mut maps = KernelMaps::take(&mut ebpf)?;
     configure(&mut maps, &settings)?;
+    let mut state = DaemonState {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        lapi_url: settings.lapi.api_url.to_string(),
+        started_at: unix_seconds(SystemTime::now()),
+        ..DaemonState::default()
+    };
     for interface in &settings.interfaces {
-        attach(&mut ebpf, interface, settings.xdp_mode)?;
+        let how = attach(&mut ebpf, &settings.pin_dir, interface, settings.xdp_mode)?;
+        state.interfaces.push((interface.clone(), how.into()));
     }
+    state.save(&settings.state_file);
     let client = LapiClient::new(&settings.lapi).map_err(DaemonError::Lapi)?;
     tracing::info!(
-        interfaces = ?settings.interfaces,
+        interfaces = ?state.interfaces,
         ports = ?settings.ports,
         observe = settings.observe,
         lapi = %client.endpoint(),
+        pins = %settings.pin_dir.display(),
         "blocker is enforcing"
     );
     match client.check().await {
@@ -176,9 +196,14 @@ pub async fn run(
                             tracing::info!(?report, prefixes = enforcer.sync.banned_prefixes(), "decisions applied");
                         }
                         backoff.reset();
+                        state.last_sync = Some(unix_seconds(SystemTime::now()));
+                        state.save(&settings.state_file);
                         settings.update_frequency
                     }
                     Err(e) => {
+                        state.last_error = Some(error_chain(&e));
+                        state.last_error_at = Some(unix_seconds(SystemTime::now()));
+                        state.save(&settings.state_file);
                         let delay = backoff.next_delay();
                         tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "LAPI pull failed; the maps keep their bans");
                         delay
@@ -226,32 +251,41 @@ fn configure(maps: &mut KernelMaps, settings: &DaemonSettings) -> Result<(), Map
     Ok(())
 }
 
+/// How an interface got the program, for the state file.
+impl From<Attached> for String {
+    fn from(attached: Attached) -> String {
+        match attached {
+            Attached::New(AttachMode::Native) => "native",
+            Attached::New(AttachMode::Generic) => "generic",
+            Attached::Replaced => "kept (pinned link reused)",
+        }
+        .into()
+    }
+}
+
 fn attach(
     ebpf: &mut aya::Ebpf,
+    pin_dir: &std::path::Path,
     interface: &str,
     mode: XdpMode,
-) -> Result<(), DaemonError> {
+) -> Result<Attached, DaemonError> {
     let name = std::ffi::CString::new(interface)
         .map_err(|_| DaemonError::NoInterface { interface: interface.into() })?;
     // SAFETY: a valid C string.
     if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
         return Err(DaemonError::NoInterface { interface: interface.into() });
     }
-    let mode = match mode {
-        XdpMode::Native => AttachMode::Native,
-        XdpMode::Generic => AttachMode::Generic,
-        XdpMode::Auto => match loader::attach(ebpf, interface, AttachMode::Native) {
-            Ok(_) => {
-                tracing::info!(interface, mode = "native", "XDP attached");
-                return Ok(());
-            }
+    let attached = match mode {
+        XdpMode::Native => loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Native)?,
+        XdpMode::Generic => loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Generic)?,
+        XdpMode::Auto => match loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Native) {
+            Ok(attached) => attached,
             Err(e) => {
                 tracing::warn!(interface, error = %error_chain(&e), "native XDP failed; falling back to generic (slower)");
-                AttachMode::Generic
+                loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Generic)?
             }
         },
     };
-    loader::attach(ebpf, interface, mode)?;
-    tracing::info!(interface, ?mode, "XDP attached");
-    Ok(())
+    tracing::info!(interface, how = %String::from(attached), "XDP attached");
+    Ok(attached)
 }

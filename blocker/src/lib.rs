@@ -3,13 +3,16 @@
 //! Data flows left to right: LAPI client → decisions → sync → maps → (XDP program) → stats →
 //! metrics.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decisions;
+pub mod inspect;
 pub mod lapi;
 pub mod loader;
 pub mod maps;
+pub mod state;
 pub mod sync;
 
 /// The compiled XDP program, embedded at build time.

@@ -1,14 +1,30 @@
-//! Loads the embedded XDP object into the kernel (the verifier runs here).
+//! Loads the embedded XDP object into the kernel (the verifier runs here), attaches it, and
+//! pins it so enforcement outlives the daemon.
+//!
+//! Pinned under `bpffs_dir` (default `/sys/fs/bpf/blocker`): every map by its name, and one XDP
+//! link per interface (`link-<interface>`). A new daemon reuses the pinned maps (bans survive a
+//! restart or a crash) and swaps its program into the pinned link with `BPF_LINK_UPDATE`, which
+//! is atomic: no packet meets an interface without the program.
+
+use std::path::{Path, PathBuf};
 
 use aya::{
-    Ebpf, EbpfError,
-    programs::{ProgramError, Xdp},
+    Ebpf, EbpfError, EbpfLoader,
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
 };
+use blocker_common::map;
 
 use crate::EBPF_OBJECT;
 
 /// The program's name in the object.
 pub const PROGRAM: &str = "blocker";
+
+/// `statfs` magic of a BPF filesystem.
+const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -18,11 +34,85 @@ pub enum LoadError {
     NoProgram,
     #[error("the kernel refused the XDP program (verifier or privileges: CAP_BPF, CAP_NET_ADMIN)")]
     Verifier(#[source] ProgramError),
+    #[error(
+        "{dir} is not on a BPF filesystem and mounting one at /sys/fs/bpf failed; mount it with `mount -t bpf bpf /sys/fs/bpf` (or give the container the host's /sys/fs/bpf)"
+    )]
+    NoBpffs {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the pin directory {dir}")]
+    PinDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Loads the object and its program into the kernel, unattached.
+/// How to attach: `Native` runs in the driver (veth, most NICs), `Generic` after the kernel
+/// has built an skb (works everywhere, slower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+/// What attaching did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A fresh link, now pinned.
+    New(AttachMode),
+    /// The program was swapped into the link a previous daemon pinned (its mode is kept).
+    Replaced,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("attaching XDP ({mode:?}) to interface {interface} failed")]
+    Attach {
+        interface: String,
+        mode: AttachMode,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("the pinned XDP link {path} cannot be reused")]
+    Reuse {
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error("swapping the program into the pinned XDP link {path} failed")]
+    Replace {
+        path: PathBuf,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("pinning the XDP link at {path} failed")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Loads the object and its program into the kernel, unattached, with fresh maps (tests).
 pub fn load() -> Result<Ebpf, LoadError> {
-    let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(LoadError::Object)?;
+    finish_load(EbpfLoader::new().load(EBPF_OBJECT))
+}
+
+/// Loads the object with every map pinned in `dir`, reusing pins a previous daemon left.
+pub fn load_pinned(dir: &Path) -> Result<Ebpf, LoadError> {
+    ensure_bpffs(dir)?;
+    let mut loader = EbpfLoader::new();
+    for name in map::ALL {
+        loader.map_pin_path(name, dir.join(name));
+    }
+    finish_load(loader.load(EBPF_OBJECT))
+}
+
+fn finish_load(loaded: Result<Ebpf, EbpfError>) -> Result<Ebpf, LoadError> {
+    let mut ebpf = loaded.map_err(LoadError::Object)?;
     program(&mut ebpf)?.load().map_err(LoadError::Verifier)?;
     Ok(ebpf)
 }
@@ -35,41 +125,124 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
         .map_err(|_| LoadError::NoProgram)
 }
 
-/// How to attach: `Native` runs in the driver (veth, most NICs), `Generic` after the kernel
-/// has built an skb (works everywhere, slower).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    Native,
-    Generic,
+/// Where the link of `interface` is pinned.
+#[must_use]
+pub fn link_pin(dir: &Path, interface: &str) -> PathBuf {
+    dir.join(format!("link-{interface}"))
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("attaching XDP ({mode:?}) to interface {interface} failed")]
-pub struct AttachError {
-    pub interface: String,
-    pub mode: AttachMode,
-    #[source]
-    pub source: ProgramError,
+fn xdp_mode(mode: AttachMode) -> XdpMode {
+    match mode {
+        AttachMode::Native => XdpMode::Driver,
+        AttachMode::Generic => XdpMode::Skb,
+    }
 }
 
-/// Attaches the loaded program to `interface` (in the calling thread's network namespace).
-pub fn attach(
+/// Attaches the loaded program to `interface` (in the calling thread's network namespace),
+/// unpinned: it is detached when `ebpf` is dropped.
+pub fn attach(ebpf: &mut Ebpf, interface: &str, mode: AttachMode) -> Result<(), AttachError> {
+    let error = |source| AttachError::Attach { interface: interface.into(), mode, source };
+    let xdp = program(ebpf).map_err(|_| error(ProgramError::NotLoaded))?;
+    xdp.attach(interface, xdp_mode(mode)).map(drop).map_err(error)
+}
+
+/// Attaches through the link pinned in `dir` if there is one (an atomic program swap), else
+/// attaches anew in `mode` and pins the link.
+pub fn attach_pinned(
     ebpf: &mut Ebpf,
+    dir: &Path,
     interface: &str,
     mode: AttachMode,
-) -> Result<aya::programs::xdp::XdpLinkId, AttachError> {
-    let xdp_mode = match mode {
-        AttachMode::Native => aya::programs::XdpMode::Driver,
-        AttachMode::Generic => aya::programs::XdpMode::Skb,
-    };
-    let program = program(ebpf).map_err(|_| AttachError {
-        interface: interface.into(),
-        mode,
-        source: ProgramError::NotLoaded,
-    })?;
-    program.attach(interface, xdp_mode).map_err(|source| AttachError {
-        interface: interface.into(),
-        mode,
+) -> Result<Attached, AttachError> {
+    let path = link_pin(dir, interface);
+    let error = |source| AttachError::Attach { interface: interface.into(), mode, source };
+    let xdp = program(ebpf).map_err(|_| error(ProgramError::NotLoaded))?;
+    if path.exists() {
+        let reuse = |source| AttachError::Reuse { path: path.clone(), source };
+        let link = FdLink::from(PinnedLink::from_pin(&path).map_err(reuse)?);
+        let link = XdpLink::try_from(link).map_err(reuse)?;
+        xdp.attach_to_link(link)
+            .map_err(|source| AttachError::Replace { path: path.clone(), source })?;
+        return Ok(Attached::Replaced);
+    }
+    let id = xdp.attach(interface, xdp_mode(mode)).map_err(error)?;
+    let pin_error = |source: Box<dyn std::error::Error + Send + Sync>| AttachError::Pin {
+        path: path.clone(),
         source,
-    })
+    };
+    let link = xdp.take_link(id).map_err(|e| pin_error(e.into()))?;
+    let link = FdLink::try_from(link).map_err(|e| pin_error(e.into()))?;
+    link.pin(&path).map_err(|e| pin_error(e.into()))?;
+    Ok(Attached::New(mode))
+}
+
+/// Everything pinned in `dir`: `(interface, link)` pins and map pins.
+pub fn pins(dir: &Path) -> std::io::Result<(Vec<(String, PathBuf)>, Vec<PathBuf>)> {
+    let (mut links, mut maps) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(interface) = name.strip_prefix("link-") {
+            links.push((interface.to_owned(), path));
+        } else if map::ALL.contains(&name.as_str()) {
+            maps.push(path);
+        }
+    }
+    links.sort();
+    maps.sort();
+    Ok((links, maps))
+}
+
+/// Removes the program from every interface and deletes the pins: enforcement stops.
+pub fn detach(dir: &Path) -> std::io::Result<usize> {
+    let (links, maps) = pins(dir)?;
+    for (_, path) in &links {
+        // Unpinning drops the last reference to the link: the kernel detaches the program.
+        std::fs::remove_file(path)?;
+    }
+    for path in &maps {
+        std::fs::remove_file(path)?;
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(links.len())
+}
+
+/// Makes sure `dir` is on bpffs, mounting one at /sys/fs/bpf if none is there, and exists.
+fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
+    if !on_bpffs(Path::new("/sys/fs/bpf")) {
+        let target = c"/sys/fs/bpf";
+        // SAFETY: static C strings; mount(2) has no other preconditions.
+        let rc = unsafe {
+            libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+        };
+        if rc != 0 {
+            return Err(LoadError::NoBpffs {
+                dir: dir.into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        tracing::info!("mounted a BPF filesystem at /sys/fs/bpf");
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|source| LoadError::PinDir { dir: dir.into(), source })?;
+    if !on_bpffs(dir) {
+        return Err(LoadError::NoBpffs {
+            dir: dir.into(),
+            source: std::io::Error::other("not a BPF filesystem"),
+        });
+    }
+    Ok(())
+}
+
+fn on_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is a valid out-buffer.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut buf) };
+    #[expect(clippy::cast_lossless, clippy::useless_conversion, reason = "f_type's width varies by libc target")]
+    let magic = i64::from(buf.f_type);
+    rc == 0 && magic == BPF_FS_MAGIC
 }

@@ -16,6 +16,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub enum MapsError {
     #[error("the XDP object has no map named {name}")]
     Missing { name: &'static str },
+    #[error("cannot open the pinned map {path} (is blocker running, or was it ever started with this bpffs_dir?)")]
+    Pinned {
+        path: std::path::PathBuf,
+        #[source]
+        source: MapError,
+    },
     #[error("map {name}: {action} failed")]
     Map {
         name: &'static str,
@@ -71,6 +77,32 @@ impl KernelMaps {
             ports: take(ebpf, map::PROTECTED_PORTS)?,
             settings: take(ebpf, map::SETTINGS)?,
             stats: take(ebpf, map::STATS)?,
+        })
+    }
+
+    /// Opens the maps a daemon pinned in `dir` (for `status`, `list`, `check`; works whether
+    /// the daemon runs or not).
+    pub fn from_pins(dir: &std::path::Path) -> Result<Self, MapsError> {
+        fn open<T: TryFrom<Map, Error = MapError>>(
+            dir: &std::path::Path,
+            name: &'static str,
+            wrap: fn(MapData) -> Map,
+        ) -> Result<T, MapsError> {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path)
+                .map_err(|source| MapsError::Pinned { path: path.clone(), source })?;
+            T::try_from(wrap(data)).map_err(op(name, "open"))
+        }
+        Ok(Self {
+            v4_addrs: open(dir, map::BANNED_V4_ADDRS, Map::HashMap)?,
+            v4_ranges: open(dir, map::BANNED_V4_RANGES, Map::LpmTrie)?,
+            v6_addrs: open(dir, map::BANNED_V6_ADDRS, Map::HashMap)?,
+            v6_ranges: open(dir, map::BANNED_V6_RANGES, Map::LpmTrie)?,
+            allow_v4: open(dir, map::ALLOW_V4, Map::LpmTrie)?,
+            allow_v6: open(dir, map::ALLOW_V6, Map::LpmTrie)?,
+            ports: open(dir, map::PROTECTED_PORTS, Map::Array)?,
+            settings: open(dir, map::SETTINGS, Map::Array)?,
+            stats: open(dir, map::STATS, Map::PerCpuArray)?,
         })
     }
 

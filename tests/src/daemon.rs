@@ -1,7 +1,11 @@
 //! The daemon (`blocker::daemon::run`) in-process, on a thread inside a test host's namespace,
 //! so it attaches to that host's NIC and reaches a LAPI on that host's loopback.
 
-use std::time::Duration;
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use blocker::{
     config::XdpMode,
@@ -11,9 +15,13 @@ use blocker::{
 
 use crate::netns::Netns;
 
-/// Settings for a test daemon: 1 s polling, default ports, native XDP on `eth0`.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Settings for a test daemon: 1 s polling, default ports, native XDP on `eth0`, its own pin
+/// folder under /sys/fs/bpf and state file under the temp folder.
 #[must_use]
 pub fn settings(api_url: &str, api_key: &str) -> DaemonSettings {
+    let id = format!("blocker-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let mut lapi = LapiSettings::new(
         api_url.parse().expect("LAPI URL"),
         LapiAuth::ApiKey(ApiKey::new(api_key.to_owned())),
@@ -28,13 +36,17 @@ pub fn settings(api_url: &str, api_key: &str) -> DaemonSettings {
         ports: vec![25, 465, 587, 143, 993, 110, 995],
         allowlist: Vec::new(),
         observe: false,
+        pin_dir: PathBuf::from("/sys/fs/bpf").join(&id),
+        state_file: std::env::temp_dir().join(id).join("state.json"),
     }
 }
 
-/// A running daemon; dropping it stops it (and detaches its program).
+/// A running daemon; dropping it stops it, then detaches its program and removes its pins
+/// (a real daemon leaves them, so enforcement outlives it).
 pub struct Daemon {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    pin_dir: PathBuf,
 }
 
 impl Daemon {
@@ -43,6 +55,7 @@ impl Daemon {
     pub fn start(ns: &Netns, settings: DaemonSettings) -> Daemon {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let name = ns.name.clone();
+        let pin_dir = settings.pin_dir.clone();
         let thread = std::thread::spawn(move || {
             crate::netns::enter(&name);
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -55,7 +68,7 @@ impl Daemon {
                 }))
                 .unwrap_or_else(|e| panic!("daemon: {}", blocker::error_chain(&e)));
         });
-        Daemon { stop: Some(stop), thread: Some(thread) }
+        Daemon { stop: Some(stop), thread: Some(thread), pin_dir }
     }
 }
 
@@ -66,6 +79,7 @@ impl Drop for Daemon {
         }
         if let Some(thread) = self.thread.take() {
             let joined = thread.join();
+            let _ = blocker::loader::detach(&self.pin_dir);
             if !std::thread::panicking() {
                 joined.expect("daemon thread panicked");
             }
