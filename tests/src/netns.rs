@@ -5,7 +5,7 @@ use std::{
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     process::Command,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -131,16 +131,19 @@ impl Lan {
     }
 }
 
-/// TCP listeners on a host (dual-stack `[::]:port`), accepting until dropped.
+/// TCP listeners on a host (dual-stack `[::]:port`), accepting until dropped and recording
+/// who connected.
 pub struct Listeners {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    accepted: Arc<Mutex<Vec<IpAddr>>>,
 }
 
 impl Listeners {
     #[must_use]
     pub fn start(host: &Host, ports: &[u16]) -> Listeners {
         let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
         let sockets: Vec<TcpListener> = host.ns.run(|| {
             ports
                 .iter()
@@ -151,17 +154,27 @@ impl Listeners {
             .into_iter()
             .map(|socket| {
                 let stop = Arc::clone(&stop);
+                let accepted = Arc::clone(&accepted);
                 socket.set_nonblocking(true).expect("nonblocking listener");
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        if socket.accept().is_err() {
-                            std::thread::sleep(Duration::from_millis(5));
+                        match socket.accept() {
+                            Ok((_, peer)) => {
+                                accepted.lock().expect("lock").push(peer.ip().to_canonical());
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
                         }
                     }
                 })
             })
             .collect();
-        Listeners { stop, threads }
+        Listeners { stop, threads, accepted }
+    }
+
+    /// Connections accepted from `peer` so far.
+    #[must_use]
+    pub fn accepted_from(&self, peer: IpAddr) -> usize {
+        self.accepted.lock().expect("lock").iter().filter(|p| **p == peer).count()
     }
 }
 

@@ -1,0 +1,194 @@
+//! Enforcement outlives the daemon: while a banned host sends SYNs to port 25 without pause,
+//! the real `blocker` process is killed with SIGKILL, started again, and replaced by another
+//! one (a new program swapped into the pinned XDP link). Not one connection from the banned
+//! host is ever accepted, and a clean host connects throughout. Then `blocker detach` ends
+//! enforcement. Also exercises `status`, `check` and `list` on the pinned state.
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use blocker_tests::{
+    lapi::Lapi,
+    netns::{Host, Lan, Listeners, Netns, connects},
+    privileged,
+};
+
+const BLOCKER: &str = env!("CARGO_BIN_EXE_blocker");
+
+/// A `blocker run` process in a host's network namespace (same mount namespace as the test,
+/// so it sees the host's bpffs). Killed on drop.
+struct DaemonProcess(Child);
+
+impl DaemonProcess {
+    fn start(ns: &Netns, config: &Path, log: &Path) -> DaemonProcess {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+        let child = ns.run(|| {
+            Command::new(BLOCKER)
+                .args(["run", "-c"])
+                .arg(config)
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn blocker")
+        });
+        DaemonProcess(child)
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.0.id()).expect("pid");
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(pid, signal) };
+        self.0.wait().expect("wait for blocker");
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the CLI (in the root namespace: it only reads pins) and returns its stdout.
+fn cli(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(BLOCKER).arg("-c").arg(config).args(args).stderr(Stdio::inherit()).output().expect("run blocker");
+    assert!(out.status.success(), "blocker {args:?} failed");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn json(config: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&cli(config, args)).expect("JSON output")
+}
+
+/// Connects again and again from `from` until stopped; counts attempts and successes.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    attempts: Arc<AtomicUsize>,
+    successes: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(from: &Host, to: SocketAddr, timeout: Duration) -> Prober {
+        let (stop, attempts, successes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let name = from.ns.name.clone();
+        let (s, a, ok) = (Arc::clone(&stop), Arc::clone(&attempts), Arc::clone(&successes));
+        let thread = std::thread::spawn(move || {
+            blocker_tests::netns::enter(&name);
+            while !s.load(Ordering::Relaxed) {
+                a.fetch_add(1, Ordering::Relaxed);
+                if TcpStream::connect_timeout(&to, timeout).is_ok() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        Prober { stop, attempts, successes, thread: Some(thread) }
+    }
+
+    /// Stops and returns (attempts, successes).
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("prober");
+        }
+        (self.attempts.load(Ordering::Relaxed), self.successes.load(Ordering::Relaxed))
+    }
+}
+
+fn program_id(config: &Path) -> u64 {
+    json(config, &["status", "--json"])["program_ids"][0].as_u64().expect("a program id")
+}
+
+#[test]
+fn kill_restart_and_replace_never_let_a_banned_syn_through() {
+    if !privileged("kill_restart_and_replace_never_let_a_banned_syn_through") {
+        return;
+    }
+    let lan = Lan::new(&[("203.0.113.25", "2001:db8:25::25"), ("203.0.113.66", "2001:db8:25::66"), ("203.0.113.10", "2001:db8:25::10")]);
+    let [mail, attacker, client] = &lan.hosts[..] else { unreachable!() };
+    let lapi = mail.ns.run(Lapi::start);
+    let key = mail.ns.run(|| lapi.add_bouncer("blocker-restarts"));
+    mail.ns.run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
+    let listeners = Listeners::start(mail, &[25, 8080]);
+
+    let id = format!("blocker-test-restarts-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&id);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pins = PathBuf::from("/sys/fs/bpf").join(&id);
+    let config = dir.join("blocker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api_url: {}/\napi_key: {key}\ninterfaces: [eth0]\nxdp_mode: native\nupdate_frequency: 1s\nbpffs_dir: {}\nstate_file: {}\nprometheus:\n  enabled: false\nusage_metrics:\n  enabled: false\n",
+            lapi.url(),
+            pins.display(),
+            dir.join("state.json").display()
+        ),
+    )
+    .expect("write config");
+    let log = dir.join("blocker.log");
+    let mail_v4 = IpAddr::V4(mail.v4);
+    let attacker_v4 = IpAddr::V4(attacker.v4);
+
+    let mut first = DaemonProcess::start(&mail.ns, &config, &log);
+    let start = Instant::now();
+    while connects(attacker, mail_v4, 25, Duration::from_millis(300)) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the ban never took effect; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let accepted_before = listeners.accepted_from(attacker_v4);
+
+    let to = SocketAddr::new(mail_v4, 25);
+    let flood = Prober::start(attacker, to, Duration::from_millis(100));
+    let legit = Prober::start(client, to, Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
+
+    first.signal(libc::SIGKILL);
+    std::thread::sleep(Duration::from_secs(3));
+    let status = json(&config, &["status", "--json"]);
+    assert_eq!(status["daemon_running"], false, "status after kill -9: {status}");
+    assert_eq!(status["banned_v4"], 1, "the pinned ban is still there: {status}");
+
+    let mut second = DaemonProcess::start(&mail.ns, &config, &log);
+    std::thread::sleep(Duration::from_secs(3));
+    let second_program = program_id(&config);
+    second.signal(libc::SIGTERM);
+
+    let third = DaemonProcess::start(&mail.ns, &config, &log);
+    std::thread::sleep(Duration::from_secs(3));
+    let third_program = program_id(&config);
+    assert_ne!(second_program, third_program, "the new daemon's program is swapped into the pinned link");
+
+    let (attempts, through) = flood.finish();
+    let (legit_attempts, legit_ok) = legit.finish();
+    let accepted = listeners.accepted_from(attacker_v4) - accepted_before;
+    println!(
+        "banned host: {attempts} SYNs over a kill -9, a restart and a replacement, {through} connected, {accepted} accepted; clean host: {legit_ok}/{legit_attempts} connected; programs {second_program} -> {third_program}"
+    );
+    assert_eq!((through, accepted), (0, 0), "banned SYNs got through; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(attempts > 50, "the banned host kept sending ({attempts} attempts)");
+    assert_eq!(legit_ok, legit_attempts, "every clean connection succeeds");
+
+    let check = json(&config, &["check", "203.0.113.66", "--json"]);
+    assert_eq!(check["result"]["verdict"], "dropped", "check: {check}");
+    assert_eq!(check["result"]["ban"]["origin"], "cscli", "check: {check}");
+    assert_eq!(json(&config, &["check", "203.0.113.10", "--json"])["result"]["verdict"], "not_banned");
+    let list = json(&config, &["list", "--json", "--v4"]);
+    assert_eq!(list[0]["prefix"], "203.0.113.66/32", "list: {list}");
+
+    drop(third);
+    assert!(!connects(attacker, mail_v4, 25, Duration::from_millis(500)), "enforcement survives a stopped daemon");
+    cli(&config, &["detach"]);
+    assert!(connects(attacker, mail_v4, 25, Duration::from_secs(1)), "detach ends enforcement");
+    assert!(!pins.exists(), "detach removes the pins");
+    let _ = std::fs::remove_dir_all(&dir);
+}
