@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod lapi;
 pub mod netns;
 pub mod packet;
+pub mod process;
 pub mod reference;
 
 /// Gate for tests that need root (BPF, network namespaces). Without root the test is skipped

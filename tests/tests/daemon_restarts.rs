@@ -6,67 +6,21 @@
 
 use std::{
     net::{IpAddr, SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use blocker_tests::{
     lapi::Lapi,
-    netns::{Host, Lan, Listeners, Netns, connects},
+    netns::{Host, Lan, Listeners, connects},
     privileged,
+    process::{DaemonProcess, TestConfig, wait_for},
 };
 
 const BLOCKER: &str = env!("CARGO_BIN_EXE_blocker");
-
-/// A `blocker run` process in a host's network namespace (same mount namespace as the test,
-/// so it sees the host's bpffs). Killed on drop.
-struct DaemonProcess(Child);
-
-impl DaemonProcess {
-    fn start(ns: &Netns, config: &Path, log: &Path) -> DaemonProcess {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-        let child = ns.run(|| {
-            Command::new(BLOCKER)
-                .args(["run", "-c"])
-                .arg(config)
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn blocker")
-        });
-        DaemonProcess(child)
-    }
-
-    fn signal(&mut self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.0.id()).expect("pid");
-        // SAFETY: our own child, not yet reaped.
-        unsafe { libc::kill(pid, signal) };
-        self.0.wait().expect("wait for blocker");
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs the CLI (in the root namespace: it only reads pins) and returns its stdout.
-fn cli(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(BLOCKER).arg("-c").arg(config).args(args).stderr(Stdio::inherit()).output().expect("run blocker");
-    assert!(out.status.success(), "blocker {args:?} failed");
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn json(config: &Path, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&cli(config, args)).expect("JSON output")
-}
 
 /// Connects again and again from `from` until stopped; counts attempts and successes.
 struct Prober {
@@ -104,8 +58,8 @@ impl Prober {
     }
 }
 
-fn program_id(config: &Path) -> u64 {
-    json(config, &["status", "--json"])["program_ids"][0].as_u64().expect("a program id")
+fn program_id(config: &TestConfig) -> u64 {
+    config.json(BLOCKER, &["status", "--json"])["program_ids"][0].as_u64().expect("a program id")
 }
 
 #[test]
@@ -120,31 +74,12 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     mail.ns.run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
     let listeners = Listeners::start(mail, &[25, 8080]);
 
-    let id = format!("blocker-test-restarts-{}", std::process::id());
-    let dir = std::env::temp_dir().join(&id);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let pins = PathBuf::from("/sys/fs/bpf").join(&id);
-    let config = dir.join("blocker.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "api_url: {}/\napi_key: {key}\ninterfaces: [eth0]\nxdp_mode: native\nupdate_frequency: 1s\nbpffs_dir: {}\nstate_file: {}\nprometheus:\n  enabled: false\nusage_metrics:\n  enabled: false\n",
-            lapi.url(),
-            pins.display(),
-            dir.join("state.json").display()
-        ),
-    )
-    .expect("write config");
-    let log = dir.join("blocker.log");
+    let config = TestConfig::new("restarts", &lapi.url(), &key);
     let mail_v4 = IpAddr::V4(mail.v4);
     let attacker_v4 = IpAddr::V4(attacker.v4);
 
-    let mut first = DaemonProcess::start(&mail.ns, &config, &log);
-    let start = Instant::now();
-    while connects(attacker, mail_v4, 25, Duration::from_millis(300)) {
-        assert!(start.elapsed() < Duration::from_secs(10), "the ban never took effect; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut first = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
+    wait_for("the ban taking effect", Duration::from_secs(10), || !connects(attacker, mail_v4, 25, Duration::from_millis(300)), || config.log());
     let accepted_before = listeners.accepted_from(attacker_v4);
 
     let to = SocketAddr::new(mail_v4, 25);
@@ -154,16 +89,16 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
 
     first.signal(libc::SIGKILL);
     std::thread::sleep(Duration::from_secs(3));
-    let status = json(&config, &["status", "--json"]);
+    let status = config.json(BLOCKER, &["status", "--json"]);
     assert_eq!(status["daemon_running"], false, "status after kill -9: {status}");
     assert_eq!(status["banned_v4"], 1, "the pinned ban is still there: {status}");
 
-    let mut second = DaemonProcess::start(&mail.ns, &config, &log);
+    let mut second = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
     std::thread::sleep(Duration::from_secs(3));
     let second_program = program_id(&config);
     second.signal(libc::SIGTERM);
 
-    let third = DaemonProcess::start(&mail.ns, &config, &log);
+    let third = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
     std::thread::sleep(Duration::from_secs(3));
     let third_program = program_id(&config);
     assert_ne!(second_program, third_program, "the new daemon's program is swapped into the pinned link");
@@ -174,21 +109,20 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     println!(
         "banned host: {attempts} SYNs over a kill -9, a restart and a replacement, {through} connected, {accepted} accepted; clean host: {legit_ok}/{legit_attempts} connected; programs {second_program} -> {third_program}"
     );
-    assert_eq!((through, accepted), (0, 0), "banned SYNs got through; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!((through, accepted), (0, 0), "banned SYNs got through; log:\n{}", config.log());
     assert!(attempts > 50, "the banned host kept sending ({attempts} attempts)");
     assert_eq!(legit_ok, legit_attempts, "every clean connection succeeds");
 
-    let check = json(&config, &["check", "203.0.113.66", "--json"]);
+    let check = config.json(BLOCKER, &["check", "203.0.113.66", "--json"]);
     assert_eq!(check["result"]["verdict"], "dropped", "check: {check}");
     assert_eq!(check["result"]["ban"]["origin"], "cscli", "check: {check}");
-    assert_eq!(json(&config, &["check", "203.0.113.10", "--json"])["result"]["verdict"], "not_banned");
-    let list = json(&config, &["list", "--json", "--v4"]);
+    assert_eq!(config.json(BLOCKER, &["check", "203.0.113.10", "--json"])["result"]["verdict"], "not_banned");
+    let list = config.json(BLOCKER, &["list", "--json", "--v4"]);
     assert_eq!(list[0]["prefix"], "203.0.113.66/32", "list: {list}");
 
     drop(third);
     assert!(!connects(attacker, mail_v4, 25, Duration::from_millis(500)), "enforcement survives a stopped daemon");
-    cli(&config, &["detach"]);
+    let _ = config.cli(BLOCKER, &["detach"]);
     assert!(connects(attacker, mail_v4, 25, Duration::from_secs(1)), "detach ends enforcement");
-    assert!(!pins.exists(), "detach removes the pins");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!config.pins.exists(), "detach removes the pins");
 }
