@@ -180,6 +180,7 @@ pub async fn run(
     let mut expiry = tokio::time::interval(EXPIRY_TICK);
     let mut backoff = Backoff::default();
     let mut next_pull = tokio::time::Instant::now();
+    let mut ready = false;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -210,11 +211,18 @@ pub async fn run(
                     }
                 };
                 next_pull = tokio::time::Instant::now() + delay;
+                if !ready {
+                    // Attached, and the first sync has been tried: LAPI being away is no
+                    // reason to hold the service back, the pinned bans are enforced.
+                    crate::notify::notify("READY=1");
+                    ready = true;
+                }
             }
         }
     }
+    crate::notify::notify("STOPPING=1");
     log_counters(enforcer.maps());
-    tracing::info!("stopping");
+    tracing::info!("stopping; enforcement stays in place (blocker detach removes it)");
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod lapi;
 pub mod loader;
 pub mod maps;
+pub mod notify;
 pub mod state;
 pub mod sync;
 
