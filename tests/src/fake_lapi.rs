@@ -445,7 +445,7 @@ fn wrong_item_types() -> Value {
 }
 
 /// The value of decision `i` of [`Fault::Huge`]: all of `198.18.0.0/15` (the benchmarking
-/// range), then `2001:db8::/32`; documentation addresses only.
+/// range), then `2001:db8::/32`; benchmarking and documentation ranges only, written to maps, never sent traffic.
 fn huge_value(i: usize) -> String {
     const V4_COUNT: usize = 1 << 17;
     if i < V4_COUNT {
