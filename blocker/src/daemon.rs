@@ -66,7 +66,7 @@ pub enum DaemonError {
     Load(#[from] loader::LoadError),
     #[error(transparent)]
     Attach(#[from] loader::AttachError),
-    #[error("interface {interface} does not exist")]
+    #[error("interface {interface} does not exist (check `interfaces` in the config; `ip link` lists them)")]
     NoInterface { interface: String },
     #[error(transparent)]
     Maps(#[from] MapsError),
@@ -146,6 +146,9 @@ pub async fn run(
     settings: DaemonSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    for interface in &settings.interfaces {
+        check_interface(interface)?;
+    }
     let mut ebpf = loader::load_pinned(&settings.pin_dir)?;
     let mut maps = KernelMaps::take(&mut ebpf)?;
     configure(&mut maps, &settings)?;
@@ -271,18 +274,23 @@ impl From<Attached> for String {
     }
 }
 
+/// Fails unless `interface` exists (in this network namespace).
+fn check_interface(interface: &str) -> Result<(), DaemonError> {
+    let missing = || DaemonError::NoInterface { interface: interface.into() };
+    let name = std::ffi::CString::new(interface).map_err(|_| missing())?;
+    // SAFETY: a valid C string.
+    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+        return Err(missing());
+    }
+    Ok(())
+}
+
 fn attach(
     ebpf: &mut aya::Ebpf,
     pin_dir: &std::path::Path,
     interface: &str,
     mode: XdpMode,
 ) -> Result<Attached, DaemonError> {
-    let name = std::ffi::CString::new(interface)
-        .map_err(|_| DaemonError::NoInterface { interface: interface.into() })?;
-    // SAFETY: a valid C string.
-    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
-        return Err(DaemonError::NoInterface { interface: interface.into() });
-    }
     let attached = match mode {
         XdpMode::Native => loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Native)?,
         XdpMode::Generic => loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Generic)?,

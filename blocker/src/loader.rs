@@ -139,11 +139,15 @@ fn xdp_mode(mode: AttachMode) -> XdpMode {
 }
 
 /// Attaches the loaded program to `interface` (in the calling thread's network namespace),
-/// unpinned: it is detached when `ebpf` is dropped.
-pub fn attach(ebpf: &mut Ebpf, interface: &str, mode: AttachMode) -> Result<(), AttachError> {
+/// unpinned: it is detached when `ebpf` is dropped, or with the returned id.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<aya::programs::xdp::XdpLinkId, AttachError> {
     let error = |source| AttachError::Attach { interface: interface.into(), mode, source };
     let xdp = program(ebpf).map_err(|_| error(ProgramError::NotLoaded))?;
-    xdp.attach(interface, xdp_mode(mode)).map(drop).map_err(error)
+    xdp.attach(interface, xdp_mode(mode)).map_err(error)
 }
 
 /// Attaches through the link pinned in `dir` if there is one (an atomic program swap), else
