@@ -19,8 +19,10 @@ use crate::{
     lapi::{Backoff, LapiClient, LapiError, LapiSettings},
     loader::{self, AttachMode, Attached},
     maps::{KernelMaps, MapsError},
+    metrics::{self, MetricsError, Snapshot},
     state::{DaemonState, unix_seconds},
     sync::{Applied, Sync},
+    usage::UsageReporter,
 };
 
 /// How often expired bans are looked for, whatever the polling interval.
@@ -41,6 +43,10 @@ pub struct DaemonSettings {
     pub pin_dir: PathBuf,
     /// Where `blocker status` finds the sync state.
     pub state_file: PathBuf,
+    /// Prometheus endpoint, if enabled.
+    pub prometheus: Option<std::net::SocketAddr>,
+    /// How often usage metrics go to LAPI, if enabled.
+    pub usage_metrics: Option<Duration>,
 }
 
 impl DaemonSettings {
@@ -56,6 +62,8 @@ impl DaemonSettings {
             observe: config.mode() == Mode::Observe,
             pin_dir: config.bpffs_dir().to_path_buf(),
             state_file: config.state_file().to_path_buf(),
+            prometheus: config.prometheus().enabled().then(|| config.prometheus().listen_socket()),
+            usage_metrics: config.usage_metrics_interval(),
         })
     }
 }
@@ -72,6 +80,8 @@ pub enum DaemonError {
     Maps(#[from] MapsError),
     #[error("cannot set up the LAPI client")]
     Lapi(#[source] LapiError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// The decisions half of the daemon: pulls from LAPI and keeps the maps in step. After a
@@ -134,6 +144,16 @@ impl Enforcer {
         Ok(PullReport { startup, new, deleted, skipped, applied })
     }
 
+    /// The figures for metrics: kernel counters and the bans in force, by origin.
+    pub fn snapshot(&self) -> Result<Snapshot, MapsError> {
+        Ok(Snapshot::from_bans(self.maps.stats()?, self.sync.applied(), clock::boottime_ns()))
+    }
+
+    #[must_use]
+    pub fn client(&self) -> &LapiClient {
+        &self.client
+    }
+
     /// Removes bans whose decisions have ended.
     pub fn expire(&mut self) -> Applied {
         let ops = self.sync.tick(SystemTime::now(), clock::boottime_ns());
@@ -178,6 +198,28 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %error_chain(&e), "LAPI check failed; enforcing what the maps hold and retrying"),
     }
     let mut enforcer = Enforcer::new(client, maps, &settings.supported_types)?;
+    let mut snapshot = enforcer.snapshot()?;
+    let shared = metrics::shared(snapshot.clone());
+    let (_stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = settings.prometheus {
+        // Bind now, so a taken port is a start-up error rather than a silent gap.
+        let listener = metrics::bind(addr).await?;
+        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = metrics::serve_on(listener, shared, stopped).await {
+                tracing::warn!(error = %error_chain(&e), "the metrics endpoint stopped");
+            }
+        });
+    }
+    let mut usage = settings.usage_metrics.map(|every| {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (UsageReporter::new(SystemTime::now(), snapshot.clone()), timer)
+    });
 
     tokio::pin!(shutdown);
     let mut expiry = tokio::time::interval(EXPIRY_TICK);
@@ -192,10 +234,23 @@ pub async fn run(
                 if applied.unbanned > 0 {
                     tracing::info!(unbanned = applied.unbanned, "expired bans removed");
                 }
+                match enforcer.snapshot() {
+                    Ok(fresh) => {
+                        snapshot = Snapshot { lapi_requests: snapshot.lapi_requests, lapi_failures: snapshot.lapi_failures, last_sync: snapshot.last_sync, ..fresh };
+                        *shared.write().expect("metrics lock") = snapshot.clone();
+                    }
+                    Err(e) => tracing::warn!(error = %error_chain(&e), "cannot read the kernel counters"),
+                }
+            }
+            () = async { usage.as_mut().expect("guarded").1.tick().await; }, if usage.as_ref().is_some_and(|(r, _)| r.is_supported()) => {
+                let (reporter, _) = usage.as_mut().expect("guarded");
+                reporter.report(enforcer.client(), &snapshot).await;
             }
             () = tokio::time::sleep_until(next_pull) => {
+                snapshot.lapi_requests += 1;
                 let delay = match enforcer.pull().await {
                     Ok(report) => {
+                        snapshot.last_sync = Some(SystemTime::now());
                         if report.startup || report.applied != Applied::default() || report.skipped > 0 {
                             tracing::info!(?report, prefixes = enforcer.sync.banned_prefixes(), "decisions applied");
                         }
@@ -205,6 +260,7 @@ pub async fn run(
                         settings.update_frequency
                     }
                     Err(e) => {
+                        snapshot.lapi_failures += 1;
                         state.last_error = Some(error_chain(&e));
                         state.last_error_at = Some(unix_seconds(SystemTime::now()));
                         state.save(&settings.state_file);

@@ -11,7 +11,7 @@ use std::{
 };
 
 use reqwest::{
-    Certificate, Client, Identity, Method, Response, StatusCode, Url,
+    Certificate, Client, Identity, Method, RequestBuilder, Response, StatusCode, Url,
     header::{HeaderName, HeaderValue, InvalidHeaderValue},
     redirect,
 };
@@ -197,7 +197,7 @@ pub enum LapiError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("lapi at {url} answered {status}: {body_excerpt:?}")]
+    #[error("lapi at {url} answered {status}: {body_excerpt}")]
     Status {
         url: String,
         status: StatusCode,
@@ -416,7 +416,7 @@ impl LapiClient {
         url
     }
 
-    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
         let request = self.http.request(method, url);
         match &self.api_key {
             Some(key) => request.header(API_KEY_HEADER, key.clone()),
@@ -432,25 +432,23 @@ impl LapiClient {
         }
     }
 
-    /// Sends a request; a failure to connect is [`LapiError::Unreachable`].
-    async fn send(&self, method: Method, url: Url) -> Result<Response, LapiError> {
-        self.request(method, url).send().await.map_err(|source| {
-            let url = self.endpoint.to_string();
+    /// Sends a request to `url`; a failure to connect is [`LapiError::Unreachable`], a non-2xx
+    /// answer [`LapiError::Unauthorized`] or [`LapiError::Status`].
+    async fn send(&self, request: RequestBuilder, url: &Url) -> Result<Response, LapiError> {
+        let response = request.send().await.map_err(|source| {
+            // Our message names the URL already.
+            let (url, source) = (url.to_string(), source.without_url());
             if source.is_connect() {
                 LapiError::Unreachable { url, source }
             } else {
                 LapiError::Transport { url, source }
             }
-        })
-    }
-
-    /// Turns a non-2xx answer into an error.
-    async fn check_status(&self, response: Response) -> Result<Response, LapiError> {
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
-        let url = self.endpoint.to_string();
+        let url = url.to_string();
         if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
             return Err(LapiError::Unauthorized {
                 url,
@@ -480,15 +478,19 @@ impl LapiClient {
     /// `HEAD` between two delta pulls hides the decisions made in between. Call it only before
     /// the `startup=true` pull.
     pub async fn check(&self) -> Result<(), LapiError> {
-        let response = self.send(Method::HEAD, self.endpoint.clone()).await?;
-        self.check_status(response).await.map(drop)
+        let url = self.endpoint.clone();
+        self.send(self.request(Method::HEAD, url.clone()), &url)
+            .await
+            .map(drop)
     }
 
     /// Pulls the decisions stream: the full list with `startup`, else what changed since the
     /// last pull. `now` is the time decision durations are counted from.
     pub async fn stream(&self, startup: bool, now: SystemTime) -> Result<StreamBatch, LapiError> {
-        let response = self.send(Method::GET, self.stream_url(startup)).await?;
-        let mut response = self.check_status(response).await?;
+        let stream_url = self.stream_url(startup);
+        let mut response = self
+            .send(self.request(Method::GET, stream_url.clone()), &stream_url)
+            .await?;
         let url = || self.endpoint.to_string();
         let limit = self.max_body_bytes;
         let too_large = || LapiError::TooLarge { url: url(), limit };
@@ -502,7 +504,10 @@ impl LapiClient {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|source| LapiError::Transport { url: url(), source })?
+            .map_err(|source| LapiError::Transport {
+                url: url(),
+                source: source.without_url(),
+            })?
         {
             if body.len() + chunk.len() > limit {
                 return Err(too_large());
@@ -517,6 +522,35 @@ impl LapiClient {
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(source) => Err(LapiError::ParseCancelled { url: url(), source }),
         }
+    }
+}
+
+/// Path of the usage metrics endpoint, relative to the stream's URL
+/// (`{api_url}/v1/decisions/stream` → `{api_url}/v1/usage-metrics`).
+const USAGE_METRICS_FROM_STREAM: &str = "../usage-metrics";
+
+/// Limit of one usage metrics request, as go-cs-bouncer's: they are not worth waiting for.
+const USAGE_METRICS_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl LapiClient {
+    /// `{api_url}/v1/usage-metrics`.
+    #[must_use]
+    pub fn usage_metrics_url(&self) -> Url {
+        self.endpoint
+            .join(USAGE_METRICS_FROM_STREAM)
+            .expect("a relative path joins onto an http(s) URL")
+    }
+
+    /// Sends usage metrics (`POST /v1/usage-metrics`, see `crate::usage`) with the same
+    /// credentials and `User-Agent` as the stream. A LAPI without the endpoint (before 1.6.3)
+    /// answers [`LapiError::Status`] with `StatusCode::NOT_FOUND`.
+    pub async fn post_usage_metrics(&self, body: &serde_json::Value) -> Result<(), LapiError> {
+        let url = self.usage_metrics_url();
+        let request = self
+            .request(Method::POST, url.clone())
+            .timeout(USAGE_METRICS_TIMEOUT)
+            .json(body);
+        self.send(request, &url).await.map(drop)
     }
 }
 

@@ -12,9 +12,11 @@ pub mod inspect;
 pub mod lapi;
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod notify;
 pub mod state;
 pub mod sync;
+pub mod usage;
 
 /// The compiled XDP program, embedded at build time.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));

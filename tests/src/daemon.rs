@@ -38,6 +38,8 @@ pub fn settings(api_url: &str, api_key: &str) -> DaemonSettings {
         observe: false,
         pin_dir: PathBuf::from("/sys/fs/bpf").join(&id),
         state_file: std::env::temp_dir().join(id).join("state.json"),
+        prometheus: None,
+        usage_metrics: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 
 use blocker_tests::{
     daemon::{self, Daemon},
-    lapi::Lapi,
+    lapi::{Lapi, http_get},
     netns::{Host, Lan, Listeners, connects},
     privileged,
 };
@@ -18,6 +18,17 @@ use blocker_tests::{
 /// `update_frequency: 1s`).
 const WITHIN: Duration = Duration::from_secs(3);
 const PROBE: Duration = Duration::from_millis(300);
+
+/// The daemon's Prometheus endpoint, on the mail host's own loopback.
+const METRICS: &str = "127.0.0.1:60601";
+
+/// The value of the series `name` whose labels include every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|label| l.contains(label)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} with {labels:?} in:\n{text}"))
+}
 
 /// Waits up to `within` for `reachable(port)` to be `want` on every port; panics otherwise.
 fn until(what: &str, within: Duration, from: &Host, to: IpAddr, ports: &[u16], want: bool) -> Duration {
@@ -57,7 +68,9 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
     let cscli = |args: &[&str]| mail.ns.run(|| lapi.cscli(args));
     let _listeners = Listeners::start(mail, &[25, 993, 8080]);
-    let _daemon = Daemon::start(&mail.ns, daemon::settings(&lapi.url(), &key));
+    let mut settings = daemon::settings(&lapi.url(), &key);
+    settings.prometheus = Some(METRICS.parse().expect("metrics address"));
+    let _daemon = Daemon::start(&mail.ns, settings);
 
     reachable("before any decision", attacker, v4);
 
@@ -66,6 +79,13 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
     println!("IPv4 --ip ban enforced after {took:?}");
     reachable("clean client during the ban", client, v4);
     reachable("the attacker over IPv6 (not banned)", attacker, v6);
+    std::thread::sleep(Duration::from_millis(1100)); // the metrics snapshot refreshes every second
+    let scrape = mail.ns.run(|| http_get(&format!("http://{METRICS}/metrics"), &[]).expect("scrape"));
+    let text = String::from_utf8(scrape.body).expect("utf-8");
+    let dropped = metric(&text, "blocker_dropped_packets_total", &["origin=\"cscli\"", "ip_type=\"ipv4\""]);
+    assert!(dropped >= 2.0, "the daemon's metrics show the drops:\n{text}");
+    assert_eq!(metric(&text, "blocker_active_decisions", &["origin=\"cscli\"", "ip_type=\"ipv4\""]), 1.0);
+    println!("Prometheus on the daemon: {dropped} IPv4 SYNs dropped, 1 active cscli decision");
 
     cscli(&["decisions", "delete", "--ip", "203.0.113.66"]);
     let took = reachable("after delete", attacker, v4);
