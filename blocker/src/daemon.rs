@@ -204,7 +204,6 @@ pub async fn run(
     if let Some(addr) = settings.prometheus {
         // Bind now, so a taken port is a start-up error rather than a silent gap.
         let listener = metrics::bind(addr).await?;
-        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
         let shared = shared.clone();
         tokio::spawn(async move {
             let stopped = async {

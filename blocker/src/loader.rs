@@ -225,7 +225,11 @@ fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
                 source: std::io::Error::last_os_error(),
             });
         }
-        tracing::info!("mounted a BPF filesystem at /sys/fs/bpf");
+        // Pins live as long as this mount: in a private mount namespace (`ip netns exec`, a
+        // container without the host's /sys/fs/bpf) they vanish with the process.
+        tracing::warn!(
+            "no BPF filesystem was mounted: mounted one at /sys/fs/bpf; if this process has a private mount namespace (ip netns exec, a container without the host's /sys/fs/bpf), enforcement ends when it exits"
+        );
     }
     std::fs::create_dir_all(dir)
         .map_err(|source| LoadError::PinDir { dir: dir.into(), source })?;

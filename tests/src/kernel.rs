@@ -42,6 +42,13 @@ impl Program {
     /// Runs the program once on `frame`; returns the XDP action.
     #[must_use]
     pub fn run(&self, frame: &[u8]) -> u32 {
+        self.run_repeat(frame, 1)
+    }
+
+    /// Runs the program `count` times on `frame` in one `BPF_PROG_TEST_RUN`; returns the
+    /// action (the same every time: the maps do not change meanwhile).
+    #[must_use]
+    pub fn run_repeat(&self, frame: &[u8], count: u32) -> u32 {
         let program: &aya::programs::Xdp = self
             .ebpf
             .program(blocker::loader::PROGRAM)
@@ -50,6 +57,7 @@ impl Program {
             .expect("xdp");
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
+        opts.repeat = count;
         program.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
     }
 

@@ -9,21 +9,16 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
 use blocker::{
     clock,
     lapi::{ApiKey, LapiAuth, LapiClient, LapiError, LapiSettings, USER_AGENT},
-    loader,
-    maps::{Ban, KernelMaps},
     metrics::{self, IpType, Snapshot},
     usage::{self, ReportOutcome, UsageReporter},
 };
-use blocker_common::{FamilyStats, Settings, family, flags, origin};
+use blocker_common::{FamilyStats, family, origin};
 use blocker_tests::{
     fake_lapi::FakeLapi,
+    kernel::Program,
     lapi::{Lapi, http_get},
     packet::Frame,
     privileged,
@@ -40,65 +35,9 @@ const BANNED_V4: u32 = 50_000;
 const CLEAN_V4: u32 = 10_000;
 const BANNED_V6: u32 = 5_000;
 
-/// The loaded, unattached program, with `BPF_PROG_TEST_RUN`'s `repeat` so that a flood is one
-/// syscall per kind of frame (`blocker_tests::kernel::Program` runs one frame per call and
-/// keeps its `Ebpf` private).
-struct Flood {
-    ebpf: Ebpf,
-    maps: KernelMaps,
-}
-
-impl Flood {
-    fn load() -> Flood {
-        let mut ebpf = loader::load().unwrap_or_else(|e| panic!("load: {e:?}"));
-        let maps = KernelMaps::take(&mut ebpf).expect("maps");
-        Flood { ebpf, maps }
-    }
-
-    /// Writes `world`'s bans, allow list, ports and mode into the maps.
-    fn install(&mut self, world: &World) {
-        for ban in &world.bans {
-            self.maps
-                .insert_ban(Ban {
-                    net: ban.net,
-                    expires_at_ns: ban.expires_at_ns,
-                    origin: ban.origin,
-                })
-                .expect("insert ban");
-        }
-        for net in &world.allow {
-            self.maps.insert_allow(*net).expect("insert allow");
-        }
-        self.maps.set_ports(&world.ports).expect("ports");
-        let flags = if world.observe { flags::OBSERVE } else { 0 };
-        self.maps
-            .set_settings(Settings { flags, reserved: 0 })
-            .expect("settings");
-    }
-
-    /// Runs the program `count` times on `frame` in one `BPF_PROG_TEST_RUN`; returns the
-    /// action of the last run.
-    fn send(&self, frame: &[u8], count: u32) -> u32 {
-        let program: &Xdp = self
-            .ebpf
-            .program(loader::PROGRAM)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = count;
-        program
-            .test_run(opts)
-            .expect("BPF_PROG_TEST_RUN")
-            .return_value
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        let stats = self.maps.stats().expect("stats");
-        let bans = self.maps.bans().expect("bans");
-        Snapshot::from_bans(stats, &bans, clock::boottime_ns())
-    }
+fn snapshot(program: &Program) -> Snapshot {
+    let bans = program.maps.bans().expect("bans");
+    Snapshot::from_bans(program.stats(), &bans, clock::boottime_ns())
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -402,9 +341,9 @@ async fn flood_figures_reach_the_scrape_and_the_usage_report() {
         return;
     }
     let world = flood_world(clock::boottime_ns());
-    let mut flood = Flood::load();
+    let mut flood = Program::load();
     flood.install(&world);
-    let before = flood.snapshot();
+    let before = snapshot(&flood);
     assert_eq!(
         before.stats,
         [FamilyStats::default(); 3],
@@ -415,9 +354,9 @@ async fn flood_figures_reach_the_scrape_and_the_usage_report() {
     let clean = Frame::syn(ip("203.0.113.5"), 587).bytes();
     let banned6 = Frame::syn(ip("2001:db8:bad::9"), 465).bytes();
     let started = std::time::Instant::now();
-    assert_eq!(flood.send(&banned, BANNED_V4), XDP_DROP);
-    assert_eq!(flood.send(&clean, CLEAN_V4), XDP_PASS);
-    assert_eq!(flood.send(&banned6, BANNED_V6), XDP_DROP);
+    assert_eq!(flood.run_repeat(&banned, BANNED_V4), XDP_DROP);
+    assert_eq!(flood.run_repeat(&clean, CLEAN_V4), XDP_PASS);
+    assert_eq!(flood.run_repeat(&banned6, BANNED_V6), XDP_DROP);
     eprintln!(
         "{} SYNs through BPF_PROG_TEST_RUN in {:?}",
         BANNED_V4 + CLEAN_V4 + BANNED_V6,
@@ -433,7 +372,7 @@ async fn flood_figures_reach_the_scrape_and_the_usage_report() {
     assert_eq!(v4_bytes, u64::from(BANNED_V4) * banned.len() as u64);
     assert_eq!(v6_bytes, u64::from(BANNED_V6) * banned6.len() as u64);
 
-    let mut snapshot = flood.snapshot();
+    let mut snapshot = snapshot(&flood);
     snapshot.lapi_requests = 3;
     snapshot.lapi_failures = 1;
     snapshot.last_sync = Some(at(1_700_000_000));

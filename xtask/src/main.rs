@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, test and run blocker. Every task first installs what is
 //! missing on this machine (and says so); a second run installs nothing.
 
+mod demo;
 mod setup;
 
 use std::process::Command;
@@ -25,7 +26,7 @@ enum Task {
         release: bool,
     },
     /// Run every test: unit tests, then the privileged integration tests (root, a real
-    /// kernel, a real CrowdSec LAPI) one at a time, since they share kernel state.
+    /// kernel, a real `CrowdSec` LAPI) one at a time, since they share kernel state.
     Test,
     /// Build, then run the daemon with these arguments (as root).
     Run {
@@ -34,6 +35,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Show blocker at work (as root): a real LAPI, a mail host, an attacker and a client in
+    /// network namespaces; ban the attacker with cscli, watch its mail connections fail while
+    /// the client's succeed, print the kernel counters, lift the ban, and clean everything up.
+    Demo,
 }
 
 fn main() {
@@ -57,13 +62,23 @@ fn run(task: Task) -> Result<()> {
             setup::toolchain()?;
             setup::test_packages()?;
             cargo(&["test", "--workspace", "--exclude", "blocker-tests"])?;
-            cargo(&["test", "--package", "blocker-tests", "--", "--test-threads=1"])
+            cargo(&[
+                "test",
+                "--package",
+                "blocker-tests",
+                "--",
+                "--test-threads=1",
+                "--nocapture",
+            ])
         }
         Task::Run { release, args } => {
             setup::toolchain()?;
             cargo(&build_args(release))?;
             let profile = if release { "release" } else { "debug" };
-            let binary = workspace_root()?.join("target").join(profile).join("blocker");
+            let binary = workspace_root()?
+                .join("target")
+                .join(profile)
+                .join("blocker");
             let status = Command::new(&binary)
                 .args(&args)
                 .status()
@@ -73,6 +88,7 @@ fn run(task: Task) -> Result<()> {
             }
             Ok(())
         }
+        Task::Demo => demo::run(),
     }
 }
 
@@ -88,7 +104,26 @@ fn build_args(release: bool) -> Vec<&'static str> {
 fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // Cargo sets these for us as a package; passed on, they make build scripts (ring's) rerun
+    // and rebuild half the tree on every switch between `cargo xtask` and plain `cargo`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_MANIFEST_LINKS",
+            ]
+            .contains(&key.as_ref())
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
         .args(args)
         .current_dir(workspace_root()?)
         .status()
@@ -101,5 +136,8 @@ fn cargo(args: &[&str]) -> Result<()> {
 
 fn workspace_root() -> Result<std::path::PathBuf> {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest.parent().context("xtask has a parent directory")?.to_path_buf())
+    Ok(manifest
+        .parent()
+        .context("xtask has a parent directory")?
+        .to_path_buf())
 }
