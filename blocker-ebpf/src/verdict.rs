@@ -85,10 +85,10 @@ impl<const N: usize> Family<N> {
     #[inline(always)]
     fn banned_origin(&self, addr: [u8; N], now: u64) -> Option<u32> {
         // SAFETY: the hash is BPF_F_NO_PREALLOC, so an entry is never reused under us.
-        if let Some(entry) = unsafe { self.addrs.get(&addr) } {
-            if entry.expires_at_ns > now {
-                return Some(entry.origin);
-            }
+        if let Some(entry) = unsafe { self.addrs.get(addr) }
+            && entry.expires_at_ns > now
+        {
+            return Some(entry.origin);
         }
         #[expect(clippy::cast_possible_truncation, reason = "N is 4 or 16")]
         let mut len = (N * 8) as u32;

@@ -22,7 +22,7 @@ use crate::{
     state::{DaemonState, unix_seconds},
 };
 
-/// CrowdSec bouncer for mail servers: drops SYNs to mail ports from banned prefixes with XDP.
+/// `CrowdSec` bouncer for mail servers: drops SYNs to mail ports from banned prefixes with XDP.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -169,7 +169,7 @@ struct StatusReport {
 fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let dir = config.bpffs_dir();
     let maps = open_maps(config)?;
-    let (links, _) = loader::pins(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let links = loader::pins(dir).with_context(|| format!("reading {}", dir.display()))?.links;
     let program_ids = links.iter().filter_map(|(_, path)| link_program_id(path)).collect();
     let bans = maps.bans()?;
     let boot = clock::boottime_ns();

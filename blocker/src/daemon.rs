@@ -166,24 +166,8 @@ pub async fn run(
     settings: DaemonSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    for interface in &settings.interfaces {
-        check_interface(interface)?;
-    }
-    let mut ebpf = loader::load_pinned(&settings.pin_dir)?;
-    let mut maps = KernelMaps::take(&mut ebpf)?;
-    configure(&mut maps, &settings)?;
-    let mut state = DaemonState {
-        pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        lapi_url: settings.lapi.api_url.to_string(),
-        started_at: unix_seconds(SystemTime::now()),
-        ..DaemonState::default()
-    };
-    for interface in &settings.interfaces {
-        let how = attach(&mut ebpf, &settings.pin_dir, interface, settings.xdp_mode)?;
-        state.interfaces.push((interface.clone(), how.into()));
-    }
-    state.save(&settings.state_file);
+    // Held to the end: dropping it would close the program's fds (the pins keep it alive).
+    let (_ebpf, maps, mut state) = enforce(&settings)?;
     let client = LapiClient::new(&settings.lapi).map_err(DaemonError::Lapi)?;
     tracing::info!(
         interfaces = ?state.interfaces,
@@ -200,20 +184,10 @@ pub async fn run(
     let mut enforcer = Enforcer::new(client, maps, &settings.supported_types)?;
     let mut snapshot = enforcer.snapshot()?;
     let shared = metrics::shared(snapshot.clone());
-    let (_stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(addr) = settings.prometheus {
-        // Bind now, so a taken port is a start-up error rather than a silent gap.
-        let listener = metrics::bind(addr).await?;
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let stopped = async {
-                let _ = metrics_stopped.await;
-            };
-            if let Err(e) = metrics::serve_on(listener, shared, stopped).await {
-                tracing::warn!(error = %error_chain(&e), "the metrics endpoint stopped");
-            }
-        });
-    }
+    let _stop_metrics = match settings.prometheus {
+        Some(addr) => Some(serve_metrics(addr, shared.clone()).await?),
+        None => None,
+    };
     let mut usage = settings.usage_metrics.map(|every| {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -282,6 +256,49 @@ pub async fn run(
     log_counters(enforcer.maps());
     tracing::info!("stopping; enforcement stays in place (blocker detach removes it)");
     Ok(())
+}
+
+/// Loads (reusing pins), writes ports, mode and allow list, and attaches to every interface:
+/// from here on the kernel enforces, whatever happens to this process.
+fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonState), DaemonError> {
+    for interface in &settings.interfaces {
+        check_interface(interface)?;
+    }
+    let mut ebpf = loader::load_pinned(&settings.pin_dir)?;
+    let mut maps = KernelMaps::take(&mut ebpf)?;
+    configure(&mut maps, settings)?;
+    let mut state = DaemonState {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        lapi_url: settings.lapi.api_url.to_string(),
+        started_at: unix_seconds(SystemTime::now()),
+        ..DaemonState::default()
+    };
+    for interface in &settings.interfaces {
+        let how = attach(&mut ebpf, &settings.pin_dir, interface, settings.xdp_mode)?;
+        state.interfaces.push((interface.clone(), how.into()));
+    }
+    state.save(&settings.state_file);
+    Ok((ebpf, maps, state))
+}
+
+/// Serves Prometheus scrapes of `shared` on `addr` until the returned sender is dropped. Binds
+/// first, so a taken port is a start-up error rather than a silent gap.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    shared: metrics::SharedSnapshot,
+) -> Result<tokio::sync::oneshot::Sender<()>, MetricsError> {
+    let listener = metrics::bind(addr).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = metrics::serve_on(listener, shared, stopped).await {
+            tracing::warn!(error = %error_chain(&e), "the metrics endpoint stopped");
+        }
+    });
+    Ok(stop)
 }
 
 /// One line of the kernel's counters per address family.

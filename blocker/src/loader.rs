@@ -180,8 +180,15 @@ pub fn attach_pinned(
     Ok(Attached::New(mode))
 }
 
-/// Everything pinned in `dir`: `(interface, link)` pins and map pins.
-pub fn pins(dir: &Path) -> std::io::Result<(Vec<(String, PathBuf)>, Vec<PathBuf>)> {
+/// What a daemon pinned in its folder.
+pub struct Pins {
+    /// `(interface, pin of its XDP link)`.
+    pub links: Vec<(String, PathBuf)>,
+    pub maps: Vec<PathBuf>,
+}
+
+/// Everything pinned in `dir`.
+pub fn pins(dir: &Path) -> std::io::Result<Pins> {
     let (mut links, mut maps) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -194,12 +201,12 @@ pub fn pins(dir: &Path) -> std::io::Result<(Vec<(String, PathBuf)>, Vec<PathBuf>
     }
     links.sort();
     maps.sort();
-    Ok((links, maps))
+    Ok(Pins { links, maps })
 }
 
 /// Removes the program from every interface and deletes the pins: enforcement stops.
 pub fn detach(dir: &Path) -> std::io::Result<usize> {
-    let (links, maps) = pins(dir)?;
+    let Pins { links, maps } = pins(dir)?;
     for (_, path) in &links {
         // Unpinning drops the last reference to the link: the kernel detaches the program.
         std::fs::remove_file(path)?;
@@ -250,7 +257,7 @@ fn on_bpffs(path: &Path) -> bool {
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out-pointer.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut buf) };
-    #[expect(clippy::cast_lossless, clippy::useless_conversion, reason = "f_type's width varies by libc target")]
+    #[expect(clippy::useless_conversion, reason = "f_type's width varies by libc target")]
     let magic = i64::from(buf.f_type);
     rc == 0 && magic == BPF_FS_MAGIC
 }

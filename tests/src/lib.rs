@@ -1,5 +1,5 @@
 //! Support for blocker's integration tests: frames, the reference classifier, the kernel
-//! harness, network namespaces and a real (or fault-injecting fake) CrowdSec LAPI.
+//! harness, network namespaces and a real (or fault-injecting fake) `CrowdSec` LAPI.
 
 pub mod daemon;
 pub mod fake_lapi;

@@ -105,7 +105,7 @@ pub struct Lan {
 
 impl Lan {
     /// Creates the switch and one host per `(v4, v6)` pair, all on 203.0.113.0/24 and
-    /// 2001:db8:25::/64 (documentation ranges).
+    /// `2001:db8:25::/64` (documentation ranges).
     #[must_use]
     pub fn new(addrs: &[(&str, &str)]) -> Lan {
         let id = format!("blk{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));

@@ -1,4 +1,4 @@
-//! The daemon needs only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, as in a container given just
+//! The daemon needs only `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON`, as in a container given just
 //! those: run under `setpriv` with every other capability dropped from the bounding set, it
 //! loads, attaches, pins, syncs with LAPI and drops a banned host's SYNs.
 

@@ -18,11 +18,17 @@ const TEST_PACKAGES: &[&str] = &["crowdsec", "iproute2", "nftables", "ethtool"];
 
 /// rust-src for nightly and bpf-linker.
 pub fn toolchain() -> Result<()> {
-    let installed = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
-        .context("rustup has no nightly toolchain; this machine kind ships one")?;
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .context("rustup has no nightly toolchain; this machine kind ships one")?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         say("installing rust-src for the nightly toolchain (eBPF builds core from source)");
-        run("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
+        run(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
     }
     // aya-build runs bpf-linker under `rustup run nightly`, as we check it here.
     if output("rustup", &["run", "nightly", "bpf-linker", "--version"]).is_ok() {
@@ -34,7 +40,10 @@ pub fn toolchain() -> Result<()> {
         .with_context(|| format!("reading {}", lib_dir.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so"))
+        })
         .with_context(|| format!("no libLLVM.so in {}", lib_dir.display()))?;
     let version = output("rustc", &["+nightly", "-vV"])?;
     let major = version
@@ -60,7 +69,13 @@ pub fn toolchain() -> Result<()> {
         libllvm.display()
     ));
     let status = Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+        ])
         .args(["--features", &format!("llvm-{major}")])
         .env("LLVM_PREFIX", &prefix)
         .status()
@@ -88,12 +103,17 @@ pub fn test_packages() -> Result<()> {
     if missing.contains(&"crowdsec") {
         let credentials = std::path::Path::new("/etc/crowdsec/online_api_credentials.yaml");
         if std::fs::metadata(credentials).map_or(true, |m| m.len() == 0) {
-            say("writing an offline /etc/crowdsec/online_api_credentials.yaml (no central API here)");
+            say(
+                "writing an offline /etc/crowdsec/online_api_credentials.yaml (no central API here)",
+            );
             std::fs::create_dir_all("/etc/crowdsec")?;
             std::fs::write(credentials, "# offline: no central API\n")?;
         }
     }
-    say(&format!("installing Debian packages: {}", missing.join(" ")));
+    say(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
     run("apt-get", &["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(&missing);
