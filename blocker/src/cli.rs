@@ -78,7 +78,10 @@ pub fn main() {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let config = Config::load(&cli.config)?;
+    let config = match cli.command {
+        Command::Run | Command::CheckConfig | Command::ShowConfig => Config::load(&cli.config)?,
+        _ => Config::load_for_inspection(&cli.config)?,
+    };
     match &cli.command {
         Command::CheckConfig => {
             DaemonSettings::from_config(&config)?;
@@ -244,9 +247,10 @@ fn link_program_id(path: &Path) -> Option<u32> {
 
 fn check(config: &Config, address: IpAddr, json: bool) -> anyhow::Result<()> {
     let maps = open_maps(config)?;
+    let observe = maps.settings()?.flags & blocker_common::flags::OBSERVE != 0;
     let verdict = inspect::check(address, &maps.bans()?, &maps.allows()?, clock::boottime_ns(), SystemTime::now());
     if json {
-        return print_json(&serde_json::json!({ "address": address, "result": verdict }));
+        return print_json(&serde_json::json!({ "address": address, "observe": observe, "result": verdict }));
     }
     let now = unix_seconds(SystemTime::now());
     let describe = |b: &BanView| {
@@ -258,6 +262,10 @@ fn check(config: &Config, address: IpAddr, json: bool) -> anyhow::Result<()> {
         format!("{} (origin {}, {until})", b.prefix, b.origin)
     };
     match verdict {
+        Verdict::Dropped { ban } if observe => println!(
+            "{address}: would be dropped, but observe mode only counts it: banned by {}",
+            describe(&ban)
+        ),
         Verdict::Dropped { ban } => println!("{address}: SYNs to protected ports are DROPPED: banned by {}", describe(&ban)),
         Verdict::Allowlisted { allow, ban } => println!("{address}: passes: allow-listed by {allow}, overriding the ban {}", describe(&ban)),
         Verdict::Expired { ban } => println!("{address}: passes: the ban {} has expired", describe(&ban)),

@@ -638,12 +638,27 @@ fn check_filter(key: &'static str, values: &[String]) -> Result<(), ConfigError>
 impl Config {
     /// Reads, expands, parses and validates a configuration file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
+        Self::load_with_env(path.as_ref(), &|name| std::env::var(name))
+    }
+
+    /// Like [`Config::load`], for commands that only read the pinned maps (`status`, `check`,
+    /// `list`, `detach`): a `${VAR}` that is unset (typically the API key, given to the
+    /// service only) is not an error there.
+    pub fn load_for_inspection(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path.as_ref(), &|name| {
+            Ok(std::env::var(name).unwrap_or_else(|_| format!("unset-{name}")))
+        })
+    }
+
+    fn load_with_env(
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Result<String, VarError>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_yaml(&text).map_err(|source| ConfigError::File {
+        Self::from_yaml_with_env(&text, lookup).map_err(|source| ConfigError::File {
             path: path.to_owned(),
             source: Box::new(source),
         })

@@ -82,6 +82,12 @@ pub enum DaemonError {
     Lapi(#[source] LapiError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("cannot read or change the pins in {dir}")]
+    Pins {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The decisions half of the daemon: pulls from LAPI and keeps the maps in step. After a
@@ -277,6 +283,18 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
     for interface in &settings.interfaces {
         let how = attach(&mut ebpf, &settings.pin_dir, interface, settings.xdp_mode)?;
         state.interfaces.push((interface.clone(), how.into()));
+    }
+    // A link pinned for an interface the config no longer lists would go on enforcing there.
+    let pins = loader::pins(&settings.pin_dir).map_err(|source| DaemonError::Pins {
+        dir: settings.pin_dir.clone(),
+        source,
+    })?;
+    for (interface, pin) in pins.links {
+        if !settings.interfaces.contains(&interface) {
+            std::fs::remove_file(&pin)
+                .map_err(|source| DaemonError::Pins { dir: pin.clone(), source })?;
+            tracing::info!(interface, "detached from an interface no longer in the config");
+        }
     }
     state.save(&settings.state_file);
     Ok((ebpf, maps, state))

@@ -1,13 +1,18 @@
 //! What a user sees when the configuration is wrong: one line naming the culprit, exit 1, and
 //! nothing touched in the kernel.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 const BLOCKER: &str = env!("CARGO_BIN_EXE_blocker");
 
 /// Runs `blocker -c <config> <args>` on a config made of `yaml`; returns (success, stderr).
 fn blocker(yaml: &str, args: &[&str]) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("blocker-cli-{}-{}", std::process::id(), args.join("-")));
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("blocker-cli-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("blocker.yaml");
     std::fs::write(&config, yaml).expect("config");
@@ -44,4 +49,15 @@ fn a_missing_interface_is_named_before_anything_is_loaded() {
     assert!(!ok);
     assert!(stderr.contains("interface nosuch0 does not exist"), "{stderr}");
     assert!(!std::path::Path::new("/sys/fs/bpf/blocker-cli-test-never-created").exists(), "nothing pinned");
+}
+
+#[test]
+fn only_commands_that_talk_to_lapi_need_the_api_key_variable() {
+    let yaml = "api_url: http://127.0.0.1:8080/\napi_key: ${BLOCKER_TEST_NEVER_SET}\ninterfaces: [eth0]\nbpffs_dir: /sys/fs/bpf/blocker-cli-test-none\n";
+    let (ok, stderr) = blocker(yaml, &["check-config"]);
+    assert!(!ok && stderr.contains("BLOCKER_TEST_NEVER_SET"), "check-config names the variable: {stderr}");
+    let (ok, stderr) = blocker(yaml, &["list"]);
+    assert!(!ok, "nothing is pinned there");
+    assert!(!stderr.contains("BLOCKER_TEST_NEVER_SET"), "list does not need the key: {stderr}");
+    assert!(stderr.contains("pinned map"), "list explains what is missing: {stderr}");
 }
