@@ -184,7 +184,7 @@ pub async fn run(
         "blocker is enforcing"
     );
     match client.check().await {
-        Ok(()) => tracing::info!("LAPI reachable and the API key accepted"),
+        Ok(()) => tracing::info!("LAPI reachable and our credentials accepted"),
         Err(e) => tracing::warn!(error = %error_chain(&e), "LAPI check failed; enforcing what the maps hold and retrying"),
     }
     let mut enforcer = Enforcer::new(client, maps, &settings.supported_types)?;

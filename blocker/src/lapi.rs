@@ -177,13 +177,13 @@ pub enum LapiError {
         #[source]
         source: reqwest::Error,
     },
-    #[error(
-        "lapi at {url} refused the {credential} ({status}): check that this bouncer is listed by `cscli bouncers list`"
-    )]
+    #[error("lapi at {url} refused the {credential} ({status}): {hint}")]
     Unauthorized {
         url: String,
         credential: &'static str,
         status: StatusCode,
+        /// What to check, for this kind of credential.
+        hint: &'static str,
     },
     #[error("lapi unreachable at {url}")]
     Unreachable {
@@ -424,12 +424,16 @@ impl LapiClient {
         }
     }
 
-    fn credential(&self) -> &'static str {
-        if self.api_key.is_some() {
-            "api key"
+    fn unauthorized(&self, url: String, status: StatusCode) -> LapiError {
+        let (credential, hint) = if self.api_key.is_some() {
+            ("api key", "check that this bouncer is listed by `cscli bouncers list`")
         } else {
-            "tls client certificate"
-        }
+            (
+                "tls client certificate",
+                "check that its OU is in LAPI's `api.server.tls.bouncers_allowed_ou` and that LAPI's `ca_cert_path` holds its CA",
+            )
+        };
+        LapiError::Unauthorized { url, credential, status, hint }
     }
 
     /// Sends a request to `url`; a failure to connect is [`LapiError::Unreachable`], a non-2xx
@@ -450,11 +454,7 @@ impl LapiClient {
         }
         let url = url.to_string();
         if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
-            return Err(LapiError::Unauthorized {
-                url,
-                credential: self.credential(),
-                status,
-            });
+            return Err(self.unauthorized(url, status));
         }
         // A short, best-effort look at the body: LAPI puts its message there.
         let mut body = Vec::new();
@@ -729,6 +729,7 @@ mod tests {
             url: "http://127.0.0.1:8080/v1/decisions/stream".into(),
             credential: "api key",
             status: StatusCode::FORBIDDEN,
+            hint: "check that this bouncer is listed by `cscli bouncers list`",
         };
         assert_eq!(
             err.to_string(),

@@ -12,6 +12,8 @@
 //!   2 seconds*, so a deletion shows up under `deleted` in every delta pulled within 2 s of it;
 //! - every authenticated request, `HEAD` included, moves the bouncer's "last pull" time forward:
 //!   a `HEAD` between two delta pulls hides the decisions made in between.
+//!
+//! [`Lapi::start_tls`] runs the same LAPI on HTTPS only (its `api.server.tls` section).
 
 use std::fmt::{Display, Write as _};
 use std::fs::{self, File};
@@ -53,6 +55,8 @@ pub struct Lapi {
     config: PathBuf,
     addr: SocketAddr,
     child: Mutex<Option<Child>>,
+    /// The body of `api.server.tls` given to [`Lapi::start_tls`]; `None`: plain HTTP.
+    server_tls_yaml: Option<String>,
 }
 
 impl Lapi {
@@ -61,6 +65,22 @@ impl Lapi {
     /// Panics (after cleaning up) if LAPI does not become ready.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with_tls(None)
+    }
+
+    /// Like [`Lapi::start`], but LAPI serves HTTPS only. `server_tls_yaml` is the body of its
+    /// `api.server.tls` section, unindented (`cert_file`, `key_file`, `client_verification`,
+    /// `ca_cert_path`, `bouncers_allowed_ou`, `crl_path`...: LAPI 1.4.6 has no default
+    /// `bouncers_allowed_ou`, so certificate auth needs it here). Then [`Lapi::url`] is
+    /// `https://…`, `cscli` reaches LAPI with `api.client.insecure_skip_verify: true` (it is
+    /// the tests' admin tool, not under test), and readiness is Go's `400` answer to plain
+    /// HTTP on a TLS port ("Client sent an HTTP request to an HTTPS server").
+    #[must_use]
+    pub fn start_tls(server_tls_yaml: &str) -> Self {
+        Self::start_with_tls(Some(server_tls_yaml.to_owned()))
+    }
+
+    fn start_with_tls(server_tls_yaml: Option<String>) -> Self {
         let dir = unique_temp_dir();
         let addr = free_loopback_addr();
         let lapi = Self {
@@ -68,6 +88,7 @@ impl Lapi {
             dir,
             addr,
             child: Mutex::new(None),
+            server_tls_yaml,
         };
         lapi.write_config();
         // cscli writes machines and bouncers into SQLite directly: LAPI need not be up yet.
@@ -88,10 +109,16 @@ impl Lapi {
         lapi
     }
 
-    /// `http://127.0.0.1:<port>`, without a trailing slash.
+    /// `http://127.0.0.1:<port>` (`https://` after [`Lapi::start_tls`]), without a trailing
+    /// slash.
     #[must_use]
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.server_tls_yaml.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     #[must_use]
@@ -255,6 +282,17 @@ impl Lapi {
     /// inside `self.dir`. `profiles_path` is required even for a LAPI alone.
     fn write_config(&self) {
         let dir = path_str(&self.dir);
+        // Empty for plain HTTP, which leaves the config as it always was.
+        let (client_tls, server_tls) = match &self.server_tls_yaml {
+            None => (String::new(), String::new()),
+            Some(yaml) => {
+                let mut server = String::from("    tls:\n");
+                for line in yaml.lines().filter(|l| !l.trim().is_empty()) {
+                    writeln!(server, "      {line}").expect("write to a String");
+                }
+                ("    insecure_skip_verify: true\n".to_owned(), server)
+            }
+        };
         fs::create_dir(self.dir.join("log")).expect("create the LAPI log folder");
         fs::create_dir(self.dir.join("data")).expect("create the LAPI data folder");
         let config = format!(
@@ -278,10 +316,10 @@ db_config:
 api:
   client:
     credentials_path: "{dir}/local_api_credentials.yaml"
-  server:
+{client_tls}  server:
     listen_uri: "{addr}"
     profiles_path: "{dir}/profiles.yaml"
-prometheus:
+{server_tls}prometheus:
   enabled: false
 "#,
             addr = self.addr,
@@ -322,8 +360,12 @@ on_success: break
 
     /// Ready means an unauthenticated stream request is refused with 403: the HTTP server is
     /// up and has reached the database to look the (missing) key up.
+    ///
+    /// With TLS the same plain-HTTP request gets Go's `400` "Client sent an HTTP request to an
+    /// HTTPS server": the TLS listener is up (it only starts after the database is open).
     fn wait_ready(&self) {
-        let url = format!("{}/v1/decisions/stream", self.url());
+        let url = format!("http://{}/v1/decisions/stream", self.addr);
+        let tls = self.server_tls_yaml.is_some();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let exited = self
@@ -340,7 +382,8 @@ on_success: break
                 );
             }
             match http_get(&url, &[]) {
-                Ok(r) if r.status == 403 => return,
+                Ok(r) if !tls && r.status == 403 => return,
+                Ok(r) if tls && r.status == 400 && r.body.ends_with(b"HTTPS server.\n") => return,
                 Ok(_) | Err(_) if Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(25));
                 }

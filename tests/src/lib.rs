@@ -9,6 +9,7 @@ pub mod netns;
 pub mod packet;
 pub mod process;
 pub mod reference;
+pub mod tls;
 
 /// Gate for tests that need root (BPF, network namespaces). Without root the test is skipped
 /// with a line saying so, except under `CI=true`, where a missing privilege fails the test.
