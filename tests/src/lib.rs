@@ -1,6 +1,7 @@
 //! Support for blocker's integration tests: frames, the reference classifier, the kernel
 //! harness, network namespaces and a real (or fault-injecting fake) `CrowdSec` LAPI.
 
+pub mod bench;
 pub mod daemon;
 pub mod fake_lapi;
 pub mod kernel;

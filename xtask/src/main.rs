@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, test and run blocker. Every task first installs what is
 //! missing on this machine (and says so); a second run installs nothing.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -39,6 +40,18 @@ enum Task {
     /// network namespaces; ban the attacker with cscli, watch its mail connections fail while
     /// the client's succeed, print the kernel counters, lift the ban, and clean everything up.
     Demo,
+    /// Measure blocker (as root): cost per packet against empty XDP programs, a SYN flood
+    /// against nftables, applying decisions and ban latency, legitimate traffic. Writes
+    /// target/bench/report.md, report.json and cost.png.
+    Bench {
+        /// Each part once at a small size: a smoke run of well under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Only these parts, e.g. `1,3` (1 per packet, 2 flood, 3 control plane, 4 legitimate
+        /// traffic).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() {
@@ -89,6 +102,7 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Demo => demo::run(),
+        Task::Bench { quick, only } => bench::run(quick, only.as_deref()),
     }
 }
 
