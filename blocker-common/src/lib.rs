@@ -108,9 +108,10 @@ pub mod origin {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BanEntry {
-    /// `CLOCK_BOOTTIME` nanoseconds (what `bpf_ktime_get_boot_ns` reads) at which the ban ends;
-    /// the program ignores the entry from then on, so a ban ends on time even with no daemon.
-    /// `u64::MAX` never expires.
+    /// `CLOCK_MONOTONIC` nanoseconds at which the ban ends (the program reads the coarse
+    /// variant, `bpf_ktime_get_coarse_ns`: a third of the cost of the precise clocks, at most a
+    /// tick late). The program ignores the entry from then on, so a ban ends on time even with
+    /// no daemon. `u64::MAX` never expires.
     pub expires_at_ns: u64,
     /// `origin::*` slot, for the per-origin drop counters.
     pub origin: u32,
@@ -131,6 +132,11 @@ pub struct AllowEntry {
 pub mod flags {
     /// Count would-be drops instead of dropping (a dry run).
     pub const OBSERVE: u32 = 1;
+    /// The IPv4 allow list is not empty. Kept by the daemon's map layer, so that a banned SYN
+    /// pays for an allow-list lookup only where there is one.
+    pub const ALLOW_V4: u32 = 2;
+    /// The IPv6 allow list is not empty.
+    pub const ALLOW_V6: u32 = 4;
 }
 
 /// Run-time settings of the program, one slot in `SETTINGS`.

@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use blocker_common::{
-    AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, capacity, family, flags,
+    AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, capacity, family,
 };
 use parse::{Parsed, classify};
 use verdict::Judgement;
@@ -72,11 +72,8 @@ fn is_protected(port: u16) -> bool {
 /// Per-CPU slots are only touched by this CPU with preemption off, so plain adds suffice.
 #[inline(always)]
 fn finish(family: u32, judgement: &Judgement, frame_len: usize) -> u32 {
-    let observe = SETTINGS
-        .get(0)
-        .is_some_and(|s| s.flags & flags::OBSERVE != 0);
     let action = match judgement {
-        Judgement::Banned { .. } if !observe => xdp_action::XDP_DROP,
+        Judgement::Banned { .. } => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
     };
     let Some(stats) = STATS.get_ptr_mut(family) else {
@@ -90,7 +87,8 @@ fn finish(family: u32, judgement: &Judgement, frame_len: usize) -> u32 {
         Judgement::Malformed => stats.malformed += 1,
         Judgement::Clean { undecidable }
         | Judgement::Allowlisted { undecidable }
-        | Judgement::Banned { undecidable, .. } => {
+        | Judgement::Banned { undecidable, .. }
+        | Judgement::Observed { undecidable, .. } => {
             if undecidable {
                 stats.malformed += 1;
             } else {
@@ -102,12 +100,11 @@ fn finish(family: u32, judgement: &Judgement, frame_len: usize) -> u32 {
         Judgement::Allowlisted { .. } => stats.allowlisted += 1,
         Judgement::Banned { origin, .. } => {
             let slot = origin as usize % blocker_common::origin::COUNT;
-            if observe {
-                stats.observed_packets[slot] += 1;
-            } else {
-                stats.dropped_packets[slot] += 1;
-                stats.dropped_bytes[slot] += frame_len as u64;
-            }
+            stats.dropped_packets[slot] += 1;
+            stats.dropped_bytes[slot] += frame_len as u64;
+        }
+        Judgement::Observed { origin, .. } => {
+            stats.observed_packets[origin as usize % blocker_common::origin::COUNT] += 1;
         }
         _ => {}
     }

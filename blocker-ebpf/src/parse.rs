@@ -263,8 +263,9 @@ fn cut_short(source: Source, first_fragment: bool) -> Parsed {
     }
 }
 
-/// The TCP header: destination port first (an unprotected port clears the packet even when
-/// its flags are cut off), then the flags.
+/// The TCP header. With the whole fixed header at hand the flags go first (most traffic to
+/// a mail port is not a SYN, and the flags byte is cheaper than the port bitmap); a cut-short
+/// header is judged by its port alone, since an unprotected port clears it.
 #[inline(always)]
 fn tcp(
     cur: &mut Cursor,
@@ -272,20 +273,15 @@ fn tcp(
     first_fragment: bool,
     is_protected: &impl Fn(u16) -> bool,
 ) -> Parsed {
-    let Ok(ports) = cur.take::<4>() else {
-        return cut_short(source, first_fragment);
-    };
-    if !is_protected(be16(ports, 2)) {
-        return Parsed::Ignored;
-    }
+    let Ok(ports) = cur.take::<4>() else { return cut_short(source, first_fragment) };
+    let port = be16(ports, 2);
     // Sequence and acknowledgement numbers, then data offset, then the flags byte.
     let Ok(rest) = cur.take::<10>() else {
-        return cut_short(source, first_fragment);
+        return if is_protected(port) { cut_short(source, first_fragment) } else { Parsed::Ignored };
     };
     let flags = rest[9];
-    if flags & TCP_SYN != 0 && flags & (TCP_ACK | TCP_RST) == 0 {
-        Parsed::Syn(source)
-    } else {
-        Parsed::Ignored
+    if flags & TCP_SYN == 0 || flags & (TCP_ACK | TCP_RST) != 0 || !is_protected(port) {
+        return Parsed::Ignored;
     }
+    Parsed::Syn(source)
 }

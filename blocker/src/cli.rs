@@ -175,7 +175,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let links = loader::pins(dir).with_context(|| format!("reading {}", dir.display()))?.links;
     let program_ids = links.iter().filter_map(|(_, path)| link_program_id(path)).collect();
     let bans = maps.bans()?;
-    let boot = clock::boottime_ns();
+    let boot = clock::now_ns();
     let stats = maps.stats()?;
     let daemon = DaemonState::load(config.state_file()).ok();
     let daemon_running = daemon.as_ref().is_some_and(|d| Path::new(&format!("/proc/{}", d.pid)).exists());
@@ -248,7 +248,7 @@ fn link_program_id(path: &Path) -> Option<u32> {
 fn check(config: &Config, address: IpAddr, json: bool) -> anyhow::Result<()> {
     let maps = open_maps(config)?;
     let observe = maps.settings()?.flags & blocker_common::flags::OBSERVE != 0;
-    let verdict = inspect::check(address, &maps.bans()?, &maps.allows()?, clock::boottime_ns(), SystemTime::now());
+    let verdict = inspect::check(address, &maps.bans()?, &maps.allows()?, clock::now_ns(), SystemTime::now());
     if json {
         return print_json(&serde_json::json!({ "address": address, "observe": observe, "result": verdict }));
     }
@@ -276,7 +276,7 @@ fn check(config: &Config, address: IpAddr, json: bool) -> anyhow::Result<()> {
 
 fn list(config: &Config, json: bool, v4: bool, v6: bool) -> anyhow::Result<()> {
     let maps = open_maps(config)?;
-    let (boot, wall) = (clock::boottime_ns(), SystemTime::now());
+    let (boot, wall) = (clock::now_ns(), SystemTime::now());
     let mut bans: Vec<BanView> = maps
         .bans()?
         .iter()

@@ -1,44 +1,46 @@
 //! Ban expiry times in the clock the XDP program reads.
 //!
-//! The program compares entries against `bpf_ktime_get_boot_ns()`, i.e. `CLOCK_BOOTTIME`,
-//! which keeps counting through suspend and is not moved by NTP steps; LAPI speaks wall-clock
-//! durations. These functions convert between the two.
+//! The program compares entries against `bpf_ktime_get_coarse_ns()`, i.e.
+//! `CLOCK_MONOTONIC_COARSE`: not moved by NTP steps, a third of the cost of the precise clocks,
+//! at most a tick behind `CLOCK_MONOTONIC`, which is what is read here. It stands still during
+//! suspend, so a ban lasts that much longer on a machine that sleeps (mail servers don't).
+//! LAPI speaks wall-clock durations; these functions convert between the two.
 
 use std::time::{Duration, SystemTime};
 
-/// `CLOCK_BOOTTIME` now, in nanoseconds.
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the program's clock.
 #[must_use]
-pub fn boottime_ns() -> u64 {
+pub fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_BOOTTIME exists on every kernel with XDP.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
-    #[expect(clippy::cast_sign_loss, reason = "BOOTTIME is never negative")]
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    #[expect(clippy::cast_sign_loss, reason = "the monotonic clock is never negative")]
     let (secs, nanos) = (ts.tv_sec as u64, ts.tv_nsec as u64);
     secs * 1_000_000_000 + nanos
 }
 
-/// The boottime at which a ban ending at wall-clock `until` ends, given the two clocks' readings
+/// The monotonic time at which a ban ending at wall-clock `until` ends, given the two clocks' readings
 /// at the same moment. `None` (a ban with no end) maps to `u64::MAX`.
 #[must_use]
-pub fn expiry_ns(until: Option<SystemTime>, wall_now: SystemTime, boot_now: u64) -> u64 {
+pub fn expiry_ns(until: Option<SystemTime>, wall_now: SystemTime, clock_now: u64) -> u64 {
     let Some(until) = until else { return u64::MAX };
     match until.duration_since(wall_now) {
-        Ok(ahead) => boot_now.saturating_add(nanos(ahead)),
-        Err(past) => boot_now.saturating_sub(nanos(past.duration())),
+        Ok(ahead) => clock_now.saturating_add(nanos(ahead)),
+        Err(past) => clock_now.saturating_sub(nanos(past.duration())),
     }
 }
 
-/// The wall-clock time of a boottime reading (for display: `blocker list`, `check`).
+/// The wall-clock time of a monotonic reading (for display: `blocker list`, `check`).
 #[must_use]
-pub fn wall_time(expires_at_ns: u64, wall_now: SystemTime, boot_now: u64) -> Option<SystemTime> {
+pub fn wall_time(expires_at_ns: u64, wall_now: SystemTime, clock_now: u64) -> Option<SystemTime> {
     if expires_at_ns == u64::MAX {
         return None;
     }
-    Some(if expires_at_ns >= boot_now {
-        wall_now + Duration::from_nanos(expires_at_ns - boot_now)
+    Some(if expires_at_ns >= clock_now {
+        wall_now + Duration::from_nanos(expires_at_ns - clock_now)
     } else {
-        wall_now - Duration::from_nanos(boot_now - expires_at_ns)
+        wall_now - Duration::from_nanos(clock_now - expires_at_ns)
     })
 }
 
@@ -71,9 +73,9 @@ mod tests {
     }
 
     #[test]
-    fn boottime_moves_forward() {
-        let a = boottime_ns();
-        let b = boottime_ns();
+    fn the_clock_moves_forward() {
+        let a = now_ns();
+        let b = now_ns();
         assert!(b >= a && a > 0);
     }
 }

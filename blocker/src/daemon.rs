@@ -140,7 +140,7 @@ impl Enforcer {
             tracing::warn!(?skipped, "decision skipped");
         }
         let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped.len());
-        let (wall, boot) = (SystemTime::now(), clock::boottime_ns());
+        let (wall, boot) = (SystemTime::now(), clock::now_ns());
         let ops = if startup {
             self.sync.resync(&batch, wall, boot)
         } else {
@@ -152,7 +152,7 @@ impl Enforcer {
 
     /// The figures for metrics: kernel counters and the bans in force, by origin.
     pub fn snapshot(&self) -> Result<Snapshot, MapsError> {
-        Ok(Snapshot::from_bans(self.maps.stats()?, self.sync.applied(), clock::boottime_ns()))
+        Ok(Snapshot::from_bans(self.maps.stats()?, self.sync.applied(), clock::now_ns()))
     }
 
     #[must_use]
@@ -162,7 +162,7 @@ impl Enforcer {
 
     /// Removes bans whose decisions have ended.
     pub fn expire(&mut self) -> Applied {
-        let ops = self.sync.tick(SystemTime::now(), clock::boottime_ns());
+        let ops = self.sync.tick(SystemTime::now(), clock::now_ns());
         self.sync.apply(ops, &mut self.maps)
     }
 }
@@ -339,8 +339,7 @@ fn log_counters(maps: &KernelMaps) {
 /// Writes ports, mode and the allow list (exactly the configured one) into the maps.
 fn configure(maps: &mut KernelMaps, settings: &DaemonSettings) -> Result<(), MapsError> {
     maps.set_ports(&settings.ports)?;
-    let flags = if settings.observe { blocker_common::flags::OBSERVE } else { 0 };
-    maps.set_settings(blocker_common::Settings { flags, reserved: 0 })?;
+    maps.set_observe(settings.observe)?;
     for stale in maps.allows()? {
         if !settings.allowlist.contains(&stale) {
             maps.remove_allow(stale)?;

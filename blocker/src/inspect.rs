@@ -35,7 +35,7 @@ pub struct BanView {
 
 impl BanView {
     #[must_use]
-    pub fn new(ban: &Ban, boot_now: u64, wall_now: std::time::SystemTime) -> BanView {
+    pub fn new(ban: &Ban, clock_now: u64, wall_now: std::time::SystemTime) -> BanView {
         let origin = blocker_common::origin::NAMES
             .get(ban.origin as usize)
             .copied()
@@ -43,9 +43,9 @@ impl BanView {
         BanView {
             prefix: ban.net,
             origin,
-            expires_at: crate::clock::wall_time(ban.expires_at_ns, wall_now, boot_now)
+            expires_at: crate::clock::wall_time(ban.expires_at_ns, wall_now, clock_now)
                 .map(crate::state::unix_seconds),
-            expired: ban.expires_at_ns <= boot_now,
+            expired: ban.expires_at_ns <= clock_now,
         }
     }
 }
@@ -56,7 +56,7 @@ pub fn check(
     addr: IpAddr,
     bans: &[Ban],
     allow: &[IpNet],
-    boot_now: u64,
+    clock_now: u64,
     wall_now: std::time::SystemTime,
 ) -> Verdict {
     let addr = match addr {
@@ -64,14 +64,14 @@ pub fn check(
         IpAddr::V4(_) => addr,
     };
     let covering = bans.iter().filter(|b| b.net.contains(&addr));
-    let live = covering.clone().filter(|b| b.expires_at_ns > boot_now).max_by_key(|b| b.net.prefix_len());
+    let live = covering.clone().filter(|b| b.expires_at_ns > clock_now).max_by_key(|b| b.net.prefix_len());
     let Some(ban) = live else {
         return match covering.max_by_key(|b| b.net.prefix_len()) {
-            Some(expired) => Verdict::Expired { ban: BanView::new(expired, boot_now, wall_now) },
+            Some(expired) => Verdict::Expired { ban: BanView::new(expired, clock_now, wall_now) },
             None => Verdict::NotBanned,
         };
     };
-    let ban = BanView::new(ban, boot_now, wall_now);
+    let ban = BanView::new(ban, clock_now, wall_now);
     match allow.iter().filter(|a| a.contains(&addr)).max_by_key(|a| a.prefix_len()) {
         Some(allow) => Verdict::Allowlisted { allow: *allow, ban },
         None => Verdict::Dropped { ban },

@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
-use blocker_common::{AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, family, map};
+use blocker_common::{AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, family, flags, map};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +106,7 @@ impl KernelMaps {
         })
     }
 
-    /// Bans `net` until `expires_at_ns` (boottime; `u64::MAX` for ever). Replaces any entry
+    /// Bans `net` until `expires_at_ns` (the program's monotonic clock, see `clock`; `u64::MAX` for ever). Replaces any entry
     /// for the same prefix in one update, so the prefix is never absent meanwhile.
     pub fn insert_ban(&mut self, ban: Ban) -> Result<(), MapsError> {
         let entry = BanEntry {
@@ -196,7 +196,21 @@ impl KernelMaps {
                 .allow_v6
                 .insert(&Key::new(len, n.network().octets()), entry, 0)
                 .map_err(op(map::ALLOW_V6, "insert")),
+        }?;
+        self.mark_allow_lists()
+    }
+
+    /// Tells the program which allow lists hold anything (it skips empty ones).
+    fn mark_allow_lists(&mut self) -> Result<(), MapsError> {
+        let mut settings = self.settings()?;
+        settings.flags &= !(flags::ALLOW_V4 | flags::ALLOW_V6);
+        if self.allow_v4.keys().next().is_some() {
+            settings.flags |= flags::ALLOW_V4;
         }
+        if self.allow_v6.keys().next().is_some() {
+            settings.flags |= flags::ALLOW_V6;
+        }
+        self.settings.set(0, settings, 0).map_err(op(map::SETTINGS, "set"))
     }
 
     /// Removes exactly `net` from the allow list; absent is fine.
@@ -213,7 +227,8 @@ impl KernelMaps {
         match result {
             Err(MapsError::Map { source: MapError::KeyNotFound, .. }) => Ok(()),
             other => other,
-        }
+        }?;
+        self.mark_allow_lists()
     }
 
     /// The allow-listed prefixes.
@@ -256,7 +271,10 @@ impl KernelMaps {
         Ok(ports)
     }
 
-    pub fn set_settings(&mut self, settings: Settings) -> Result<(), MapsError> {
+    /// Observe mode: count would-be drops instead of dropping.
+    pub fn set_observe(&mut self, observe: bool) -> Result<(), MapsError> {
+        let mut settings = self.settings()?;
+        settings.flags = if observe { settings.flags | flags::OBSERVE } else { settings.flags & !flags::OBSERVE };
         self.settings.set(0, settings, 0).map_err(op(map::SETTINGS, "set"))
     }
 

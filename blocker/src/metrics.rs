@@ -113,19 +113,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A snapshot of `stats` and of the bans that are live at `now_boot_ns`
-    /// (`CLOCK_BOOTTIME`, what the kernel compares `expires_at_ns` with: an expired entry
+    /// A snapshot of `stats` and of the bans that are live at `clock_now`
+    /// (`clock::now_ns`, what the kernel compares `expires_at_ns` with: an expired entry
     /// the daemon has not removed yet no longer blocks, so it is not counted). LAPI fields
     /// are left at zero for the caller to fill in.
     #[must_use]
     pub fn from_bans<'a>(
         stats: [FamilyStats; family::COUNT as usize],
         bans: impl IntoIterator<Item = &'a Ban>,
-        now_boot_ns: u64,
+        clock_now: u64,
     ) -> Snapshot {
         let mut active = BTreeMap::new();
         for ban in bans {
-            if ban.expires_at_ns <= now_boot_ns {
+            if ban.expires_at_ns <= clock_now {
                 continue;
             }
             let key = (origin_label(ban.origin).to_owned(), IpType::of(&ban.net));

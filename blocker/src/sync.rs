@@ -102,7 +102,7 @@ impl Sync {
 
     /// Takes a `startup=true` answer: it replaces everything held. Returns the ops that bring
     /// the maps to it (removals only for prefixes no longer banned).
-    pub fn resync(&mut self, batch: &StreamBatch, wall_now: SystemTime, boot_now: u64) -> Vec<Op> {
+    pub fn resync(&mut self, batch: &StreamBatch, wall_now: SystemTime, clock_now: u64) -> Vec<Op> {
         self.by_net.clear();
         self.net_of.clear();
         self.expiries.clear();
@@ -117,12 +117,12 @@ impl Sync {
             .map(|net| Op::Unban(*net))
             .collect();
         let nets: Vec<IpNet> = self.by_net.keys().copied().collect();
-        ops.extend(nets.into_iter().filter_map(|net| self.ban_op(net, wall_now, boot_now)));
+        ops.extend(nets.into_iter().filter_map(|net| self.ban_op(net, wall_now, clock_now)));
         ops
     }
 
     /// Takes a delta: deletions (by decision id, idempotent), then new decisions.
-    pub fn delta(&mut self, batch: &StreamBatch, wall_now: SystemTime, boot_now: u64) -> Vec<Op> {
+    pub fn delta(&mut self, batch: &StreamBatch, wall_now: SystemTime, clock_now: u64) -> Vec<Op> {
         let mut touched = HashSet::new();
         for decision in &batch.deleted {
             touched.extend(self.release(decision.id));
@@ -131,13 +131,13 @@ impl Sync {
             touched.extend(self.hold(decision));
         }
         touched.extend(self.expire(wall_now));
-        self.plan(touched, wall_now, boot_now)
+        self.plan(touched, wall_now, clock_now)
     }
 
     /// Drops decisions that have ended; returns the ops that follow.
-    pub fn tick(&mut self, wall_now: SystemTime, boot_now: u64) -> Vec<Op> {
+    pub fn tick(&mut self, wall_now: SystemTime, clock_now: u64) -> Vec<Op> {
         let touched = self.expire(wall_now);
-        self.plan(touched, wall_now, boot_now)
+        self.plan(touched, wall_now, clock_now)
     }
 
     /// Applies `ops` (removals first, to free room), keeping our view in step with what
@@ -164,12 +164,12 @@ impl Sync {
         applied
     }
 
-    fn plan(&self, touched: HashSet<IpNet>, wall_now: SystemTime, boot_now: u64) -> Vec<Op> {
+    fn plan(&self, touched: HashSet<IpNet>, wall_now: SystemTime, clock_now: u64) -> Vec<Op> {
         touched
             .into_iter()
             .filter_map(|net| {
                 if self.by_net.contains_key(&net) {
-                    self.ban_op(net, wall_now, boot_now)
+                    self.ban_op(net, wall_now, clock_now)
                 } else {
                     self.applied.contains_key(&net).then_some(Op::Unban(net))
                 }
@@ -178,11 +178,11 @@ impl Sync {
     }
 
     /// The write that makes `net`'s map entry match its decisions, if it does not already.
-    fn ban_op(&self, net: IpNet, wall_now: SystemTime, boot_now: u64) -> Option<Op> {
+    fn ban_op(&self, net: IpNet, wall_now: SystemTime, clock_now: u64) -> Option<Op> {
         let latest = self.by_net.get(&net)?.iter().max_by_key(|h| h.until)?;
         let ban = Ban {
             net,
-            expires_at_ns: clock::expiry_ns(Some(latest.until), wall_now, boot_now),
+            expires_at_ns: clock::expiry_ns(Some(latest.until), wall_now, clock_now),
             origin: latest.origin,
         };
         match self.applied.get(&net) {

@@ -5,7 +5,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use blocker::maps::{Ban, KernelMaps};
-use blocker_common::{FamilyStats, Settings, family, flags};
+use blocker_common::{FamilyStats, family};
 
 use crate::reference::World;
 
@@ -35,8 +35,7 @@ impl Program {
             self.maps.insert_allow(*net).expect("insert allow");
         }
         self.maps.set_ports(&world.ports).expect("ports");
-        let flags = if world.observe { flags::OBSERVE } else { 0 };
-        self.maps.set_settings(Settings { flags, reserved: 0 }).expect("settings");
+        self.maps.set_observe(world.observe).expect("settings");
     }
 
     /// Runs the program once on `frame`; returns the XDP action.

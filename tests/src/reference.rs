@@ -33,7 +33,7 @@ pub struct World {
     pub bans: Vec<Ban>,
     pub allow: Vec<IpNet>,
     pub ports: Vec<u16>,
-    /// `CLOCK_BOOTTIME` at the time of the test (entries far from it on either side).
+    /// The program's clock (`blocker::clock::now_ns`) at the time of the test (entries far from it on either side).
     pub now_ns: u64,
     pub observe: bool,
 }

@@ -37,7 +37,7 @@ const BANNED_V6: u32 = 5_000;
 
 fn snapshot(program: &Program) -> Snapshot {
     let bans = program.maps.bans().expect("bans");
-    Snapshot::from_bans(program.stats(), &bans, clock::boottime_ns())
+    Snapshot::from_bans(program.stats(), &bans, clock::now_ns())
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -340,7 +340,7 @@ async fn flood_figures_reach_the_scrape_and_the_usage_report() {
     if !privileged("flood_figures_reach_the_scrape_and_the_usage_report") {
         return;
     }
-    let world = flood_world(clock::boottime_ns());
+    let world = flood_world(clock::now_ns());
     let mut flood = Program::load();
     flood.install(&world);
     let before = snapshot(&flood);

@@ -204,7 +204,7 @@ fn kernel_agrees_with_the_reference_classifier() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
     let mut rng = StdRng::seed_from_u64(seed);
-    let now = blocker::clock::boottime_ns();
+    let now = blocker::clock::now_ns();
     let (mut packets, mut drops, mut disagreements) = (0usize, 0usize, Vec::new());
     for _ in 0..WORLDS {
         let world = random_world(&mut rng, now);

@@ -21,7 +21,7 @@ fn banned_client_is_refused_on_mail_ports_only(mode: AttachMode) {
         ("203.0.113.10", "2001:db8:25::10"),
     ]);
     let [mail, attacker, client] = &lan.hosts[..] else { unreachable!() };
-    let now = blocker::clock::boottime_ns();
+    let now = blocker::clock::now_ns();
     let mut program = Program::load();
     program.install(&World {
         bans: vec![

@@ -243,7 +243,7 @@ fn table_of_crafted_packets() {
     if !privileged("table_of_crafted_packets") {
         return;
     }
-    let now = blocker::clock::boottime_ns();
+    let now = blocker::clock::now_ns();
     let mut program = Program::load();
     let standard = check(&mut program, &standard_world(now), &standard_cases());
 

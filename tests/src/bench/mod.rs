@@ -35,7 +35,7 @@ use blocker::{
     loader,
     maps::{Ban, KernelMaps},
 };
-use blocker_common::{Settings, origin};
+use blocker_common::origin;
 
 use crate::netns::{Netns, ip};
 
@@ -193,12 +193,7 @@ impl Blocker {
                 .unwrap_or_else(|e| panic!("insert {net}: {}", blocker::error_chain(&e)));
         }
         self.maps.set_ports(&MAIL_PORTS).expect("set ports");
-        self.maps
-            .set_settings(Settings {
-                flags: 0,
-                reserved: 0,
-            })
-            .expect("set settings");
+        self.maps.set_observe(false).expect("set settings");
     }
 
     #[must_use]
