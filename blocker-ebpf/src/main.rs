@@ -17,9 +17,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
-use blocker_common::{
-    AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, capacity, family,
-};
+use blocker_common::{AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, capacity, family};
 use parse::{Parsed, classify};
 use verdict::Judgement;
 

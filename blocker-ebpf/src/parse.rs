@@ -273,11 +273,17 @@ fn tcp(
     first_fragment: bool,
     is_protected: &impl Fn(u16) -> bool,
 ) -> Parsed {
-    let Ok(ports) = cur.take::<4>() else { return cut_short(source, first_fragment) };
+    let Ok(ports) = cur.take::<4>() else {
+        return cut_short(source, first_fragment);
+    };
     let port = be16(ports, 2);
     // Sequence and acknowledgement numbers, then data offset, then the flags byte.
     let Ok(rest) = cur.take::<10>() else {
-        return if is_protected(port) { cut_short(source, first_fragment) } else { Parsed::Ignored };
+        return if is_protected(port) {
+            cut_short(source, first_fragment)
+        } else {
+            Parsed::Ignored
+        };
     };
     let flags = rest[9];
     if flags & TCP_SYN == 0 || flags & (TCP_ACK | TCP_RST) != 0 || !is_protected(port) {

@@ -20,14 +20,24 @@ pub enum Judgement {
     Ignored,
     Malformed,
     /// Looked up: not banned. `undecidable` marks a packet whose TCP header could not be read.
-    Clean { undecidable: bool },
-    Allowlisted { undecidable: bool },
+    Clean {
+        undecidable: bool,
+    },
+    Allowlisted {
+        undecidable: bool,
+    },
     /// Banned: dropped.
-    Banned { origin: u32, undecidable: bool },
+    Banned {
+        origin: u32,
+        undecidable: bool,
+    },
     /// Banned, in observe mode: counted, passed. (A variant rather than a flag in `Banned`:
     /// LLVM would read such a field on every path, and the verifier refuses reads of registers
     /// that are unset on some.)
-    Observed { origin: u32, undecidable: bool },
+    Observed {
+        origin: u32,
+        undecidable: bool,
+    },
 }
 
 /// The ban and allow maps of one address family.
@@ -83,9 +93,15 @@ impl<const N: usize> Family<N> {
         if settings & self.allow_flag != 0 && self.allow.get(Key::new(full, addr)).is_some() {
             Judgement::Allowlisted { undecidable }
         } else if settings & flags::OBSERVE != 0 {
-            Judgement::Observed { origin, undecidable }
+            Judgement::Observed {
+                origin,
+                undecidable,
+            }
         } else {
-            Judgement::Banned { origin, undecidable }
+            Judgement::Banned {
+                origin,
+                undecidable,
+            }
         }
     }
 
@@ -122,7 +138,11 @@ impl<const N: usize> Family<N> {
             if entry.expires_at_ns > now {
                 return Some(entry.origin);
             }
-            len = if entry.prefix_len < len { entry.prefix_len } else { len };
+            len = if entry.prefix_len < len {
+                entry.prefix_len
+            } else {
+                len
+            };
             if len == 0 {
                 return None;
             }

@@ -99,7 +99,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Detach => {
             let links = loader::detach(config.bpffs_dir())
                 .with_context(|| format!("detaching {}", config.bpffs_dir().display()))?;
-            println!("detached from {links} interface(s); pins under {} removed", config.bpffs_dir().display());
+            println!(
+                "detached from {links} interface(s); pins under {} removed",
+                config.bpffs_dir().display()
+            );
             Ok(())
         }
     }
@@ -124,7 +127,9 @@ fn run_daemon(config: &Config) -> anyhow::Result<()> {
                 _ = sigint.recv() => {}
             }
         };
-        daemon::run(settings, stop).await.map_err(anyhow::Error::from)
+        daemon::run(settings, stop)
+            .await
+            .map_err(anyhow::Error::from)
     })
 }
 
@@ -172,13 +177,20 @@ struct StatusReport {
 fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let dir = config.bpffs_dir();
     let maps = open_maps(config)?;
-    let links = loader::pins(dir).with_context(|| format!("reading {}", dir.display()))?.links;
-    let program_ids = links.iter().filter_map(|(_, path)| link_program_id(path)).collect();
+    let links = loader::pins(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .links;
+    let program_ids = links
+        .iter()
+        .filter_map(|(_, path)| link_program_id(path))
+        .collect();
     let bans = maps.bans()?;
     let boot = clock::now_ns();
     let stats = maps.stats()?;
     let daemon = DaemonState::load(config.state_file()).ok();
-    let daemon_running = daemon.as_ref().is_some_and(|d| Path::new(&format!("/proc/{}", d.pid)).exists());
+    let daemon_running = daemon
+        .as_ref()
+        .is_some_and(|d| Path::new(&format!("/proc/{}", d.pid)).exists());
     let report = StatusReport {
         pin_dir: dir.to_path_buf(),
         interfaces: links.iter().map(|(i, _)| i.clone()).collect(),
@@ -208,26 +220,59 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&report);
     }
+    print_status(&report, config.state_file());
+    Ok(())
+}
+
+fn print_status(report: &StatusReport, state_file: &Path) {
     let now = unix_seconds(SystemTime::now());
     println!("pins:        {}", report.pin_dir.display());
-    println!("interfaces:  {} (program ids {:?})", report.interfaces.join(", "), report.program_ids);
-    println!("mode:        {}", if report.observe { "observe (counting, not dropping)" } else { "enforce" });
+    println!(
+        "interfaces:  {} (program ids {:?})",
+        report.interfaces.join(", "),
+        report.program_ids
+    );
+    println!(
+        "mode:        {}",
+        if report.observe {
+            "observe (counting, not dropping)"
+        } else {
+            "enforce"
+        }
+    );
     println!("ports:       {:?}", report.ports);
     println!(
         "bans:        {} IPv4, {} IPv6 prefixes ({} expired, awaiting removal); {} allow-listed",
-        report.banned_v4, report.banned_v6, report.expired_awaiting_removal, report.allowlisted_prefixes
+        report.banned_v4,
+        report.banned_v6,
+        report.expired_awaiting_removal,
+        report.allowlisted_prefixes
     );
     for f in &report.counters {
         println!(
             "{}:        seen {}, SYNs inspected {}, dropped {} ({} bytes), observed {}, allow-listed {}, malformed {}",
-            f.family, f.packets_seen, f.syn_inspected, f.dropped_packets, f.dropped_bytes, f.observed_packets, f.allowlisted, f.malformed
+            f.family,
+            f.packets_seen,
+            f.syn_inspected,
+            f.dropped_packets,
+            f.dropped_bytes,
+            f.observed_packets,
+            f.allowlisted,
+            f.malformed
         );
     }
     match &report.daemon {
-        None => println!("daemon:      no state file at {}", config.state_file().display()),
+        None => println!("daemon:      no state file at {}", state_file.display()),
         Some(d) => {
-            let running = if report.daemon_running { "running" } else { "NOT running (enforcement continues from the pins)" };
-            println!("daemon:      pid {} {running}, version {}, LAPI {}", d.pid, d.version, d.lapi_url);
+            let running = if report.daemon_running {
+                "running"
+            } else {
+                "NOT running (enforcement continues from the pins)"
+            };
+            println!(
+                "daemon:      pid {} {running}, version {}, LAPI {}",
+                d.pid, d.version, d.lapi_url
+            );
             match d.last_sync {
                 Some(t) => println!("last sync:   {} ago", ago(t, now)),
                 None => println!("last sync:   never"),
@@ -237,20 +282,28 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
 }
 
 fn link_program_id(path: &Path) -> Option<u32> {
-    let link = aya::programs::links::FdLink::from(aya::programs::links::PinnedLink::from_pin(path).ok()?);
+    let link =
+        aya::programs::links::FdLink::from(aya::programs::links::PinnedLink::from_pin(path).ok()?);
     link.info().ok().map(|info| info.program_id())
 }
 
 fn check(config: &Config, address: IpAddr, json: bool) -> anyhow::Result<()> {
     let maps = open_maps(config)?;
     let observe = maps.settings()?.flags & blocker_common::flags::OBSERVE != 0;
-    let verdict = inspect::check(address, &maps.bans()?, &maps.allows()?, clock::now_ns(), SystemTime::now());
+    let verdict = inspect::check(
+        address,
+        &maps.bans()?,
+        &maps.allows()?,
+        clock::now_ns(),
+        SystemTime::now(),
+    );
     if json {
-        return print_json(&serde_json::json!({ "address": address, "observe": observe, "result": verdict }));
+        return print_json(
+            &serde_json::json!({ "address": address, "observe": observe, "result": verdict }),
+        );
     }
     let now = unix_seconds(SystemTime::now());
     let describe = |b: &BanView| {
@@ -266,9 +319,17 @@ fn check(config: &Config, address: IpAddr, json: bool) -> anyhow::Result<()> {
             "{address}: would be dropped, but observe mode only counts it: banned by {}",
             describe(&ban)
         ),
-        Verdict::Dropped { ban } => println!("{address}: SYNs to protected ports are DROPPED: banned by {}", describe(&ban)),
-        Verdict::Allowlisted { allow, ban } => println!("{address}: passes: allow-listed by {allow}, overriding the ban {}", describe(&ban)),
-        Verdict::Expired { ban } => println!("{address}: passes: the ban {} has expired", describe(&ban)),
+        Verdict::Dropped { ban } => println!(
+            "{address}: SYNs to protected ports are DROPPED: banned by {}",
+            describe(&ban)
+        ),
+        Verdict::Allowlisted { allow, ban } => println!(
+            "{address}: passes: allow-listed by {allow}, overriding the ban {}",
+            describe(&ban)
+        ),
+        Verdict::Expired { ban } => {
+            println!("{address}: passes: the ban {} has expired", describe(&ban));
+        }
         Verdict::NotBanned => println!("{address}: passes: not banned"),
     }
     Ok(())

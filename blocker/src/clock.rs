@@ -11,11 +11,17 @@ use std::time::{Duration, SystemTime};
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the program's clock.
 #[must_use]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
-    #[expect(clippy::cast_sign_loss, reason = "the monotonic clock is never negative")]
+    #[expect(
+        clippy::cast_sign_loss,
+        reason = "the monotonic clock is never negative"
+    )]
     let (secs, nanos) = (ts.tv_sec as u64, ts.tv_nsec as u64);
     secs * 1_000_000_000 + nanos
 }

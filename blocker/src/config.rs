@@ -679,6 +679,22 @@ impl Config {
         config.validate()
     }
 
+    /// Pins and state live at fixed places: relative paths would depend on the cwd.
+    fn check_paths(&self) -> Result<(), ConfigError> {
+        for (key, path) in [
+            ("bpffs_dir", &self.bpffs_dir),
+            ("state_file", &self.state_file),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::RelativePath {
+                    key,
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what the syntax alone doesn't, and normalizes lists (lowercase, no duplicates).
     fn validate(mut self) -> Result<Self, ConfigError> {
         let url = &self.api_url;
@@ -774,11 +790,7 @@ impl Config {
         }
         dedupe(&mut self.allowlist);
 
-        for (key, path) in [("bpffs_dir", &self.bpffs_dir), ("state_file", &self.state_file)] {
-            if !path.is_absolute() {
-                return Err(ConfigError::RelativePath { key, path: path.clone() });
-            }
-        }
+        self.check_paths()?;
         if self.prometheus.enabled && self.prometheus.listen_port == 0 {
             return Err(ConfigError::PortZero {
                 key: "prometheus.listen_port",

@@ -62,7 +62,10 @@ impl DaemonSettings {
             observe: config.mode() == Mode::Observe,
             pin_dir: config.bpffs_dir().to_path_buf(),
             state_file: config.state_file().to_path_buf(),
-            prometheus: config.prometheus().enabled().then(|| config.prometheus().listen_socket()),
+            prometheus: config
+                .prometheus()
+                .enabled()
+                .then(|| config.prometheus().listen_socket()),
             usage_metrics: config.usage_metrics_interval(),
         })
     }
@@ -74,7 +77,9 @@ pub enum DaemonError {
     Load(#[from] loader::LoadError),
     #[error(transparent)]
     Attach(#[from] loader::AttachError),
-    #[error("interface {interface} does not exist (check `interfaces` in the config; `ip link` lists them)")]
+    #[error(
+        "interface {interface} does not exist (check `interfaces` in the config; `ip link` lists them)"
+    )]
     NoInterface { interface: String },
     #[error(transparent)]
     Maps(#[from] MapsError),
@@ -117,7 +122,12 @@ impl Enforcer {
         supported_types: &[String],
     ) -> Result<Enforcer, MapsError> {
         let sync = Sync::new(supported_types, maps.bans()?);
-        Ok(Enforcer { client, sync, maps, resync: true })
+        Ok(Enforcer {
+            client,
+            sync,
+            maps,
+            resync: true,
+        })
     }
 
     #[must_use]
@@ -147,12 +157,22 @@ impl Enforcer {
             self.sync.delta(&batch, wall, boot)
         };
         let applied = self.sync.apply(ops, &mut self.maps);
-        Ok(PullReport { startup, new, deleted, skipped, applied })
+        Ok(PullReport {
+            startup,
+            new,
+            deleted,
+            skipped,
+            applied,
+        })
     }
 
     /// The figures for metrics: kernel counters and the bans in force, by origin.
     pub fn snapshot(&self) -> Result<Snapshot, MapsError> {
-        Ok(Snapshot::from_bans(self.maps.stats()?, self.sync.applied(), clock::now_ns()))
+        Ok(Snapshot::from_bans(
+            self.maps.stats()?,
+            self.sync.applied(),
+            clock::now_ns(),
+        ))
     }
 
     #[must_use]
@@ -185,7 +205,9 @@ pub async fn run(
     );
     match client.check().await {
         Ok(()) => tracing::info!("LAPI reachable and our credentials accepted"),
-        Err(e) => tracing::warn!(error = %error_chain(&e), "LAPI check failed; enforcing what the maps hold and retrying"),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "LAPI check failed; enforcing what the maps hold and retrying");
+        }
     }
     let mut enforcer = Enforcer::new(client, maps, &settings.supported_types)?;
     let mut snapshot = enforcer.snapshot()?;
@@ -197,7 +219,10 @@ pub async fn run(
     let mut usage = settings.usage_metrics.map(|every| {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        (UsageReporter::new(SystemTime::now(), snapshot.clone()), timer)
+        (
+            UsageReporter::new(SystemTime::now(), snapshot.clone()),
+            timer,
+        )
     });
 
     tokio::pin!(shutdown);
@@ -291,9 +316,14 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
     })?;
     for (interface, pin) in pins.links {
         if !settings.interfaces.contains(&interface) {
-            std::fs::remove_file(&pin)
-                .map_err(|source| DaemonError::Pins { dir: pin.clone(), source })?;
-            tracing::info!(interface, "detached from an interface no longer in the config");
+            std::fs::remove_file(&pin).map_err(|source| DaemonError::Pins {
+                dir: pin.clone(),
+                source,
+            })?;
+            tracing::info!(
+                interface,
+                "detached from an interface no longer in the config"
+            );
         }
     }
     state.save(&settings.state_file);
@@ -365,7 +395,9 @@ impl From<Attached> for String {
 
 /// Fails unless `interface` exists (in this network namespace).
 fn check_interface(interface: &str) -> Result<(), DaemonError> {
-    let missing = || DaemonError::NoInterface { interface: interface.into() };
+    let missing = || DaemonError::NoInterface {
+        interface: interface.into(),
+    };
     let name = std::ffi::CString::new(interface).map_err(|_| missing())?;
     // SAFETY: a valid C string.
     if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
@@ -383,13 +415,15 @@ fn attach(
     let attached = match mode {
         XdpMode::Native => loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Native)?,
         XdpMode::Generic => loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Generic)?,
-        XdpMode::Auto => match loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Native) {
-            Ok(attached) => attached,
-            Err(e) => {
-                tracing::warn!(interface, error = %error_chain(&e), "native XDP failed; falling back to generic (slower)");
-                loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Generic)?
+        XdpMode::Auto => {
+            match loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Native) {
+                Ok(attached) => attached,
+                Err(e) => {
+                    tracing::warn!(interface, error = %error_chain(&e), "native XDP failed; falling back to generic (slower)");
+                    loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Generic)?
+                }
             }
-        },
+        }
     };
     tracing::info!(interface, how = %String::from(attached), "XDP attached");
     Ok(attached)

@@ -15,11 +15,18 @@ use crate::maps::Ban;
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// Dropped, because of `ban` (the longest live prefix covering the address).
-    Dropped { ban: BanView },
+    Dropped {
+        ban: BanView,
+    },
     /// A live ban covers it, but the allow list wins.
-    Allowlisted { allow: IpNet, ban: BanView },
+    Allowlisted {
+        allow: IpNet,
+        ban: BanView,
+    },
     /// Only expired bans cover it (the program ignores them until the daemon removes them).
-    Expired { ban: BanView },
+    Expired {
+        ban: BanView,
+    },
     NotBanned,
 }
 
@@ -64,15 +71,24 @@ pub fn check(
         IpAddr::V4(_) => addr,
     };
     let covering = bans.iter().filter(|b| b.net.contains(&addr));
-    let live = covering.clone().filter(|b| b.expires_at_ns > clock_now).max_by_key(|b| b.net.prefix_len());
+    let live = covering
+        .clone()
+        .filter(|b| b.expires_at_ns > clock_now)
+        .max_by_key(|b| b.net.prefix_len());
     let Some(ban) = live else {
         return match covering.max_by_key(|b| b.net.prefix_len()) {
-            Some(expired) => Verdict::Expired { ban: BanView::new(expired, clock_now, wall_now) },
+            Some(expired) => Verdict::Expired {
+                ban: BanView::new(expired, clock_now, wall_now),
+            },
             None => Verdict::NotBanned,
         };
     };
     let ban = BanView::new(ban, clock_now, wall_now);
-    match allow.iter().filter(|a| a.contains(&addr)).max_by_key(|a| a.prefix_len()) {
+    match allow
+        .iter()
+        .filter(|a| a.contains(&addr))
+        .max_by_key(|a| a.prefix_len())
+    {
         Some(allow) => Verdict::Allowlisted { allow: *allow, ban },
         None => Verdict::Dropped { ban },
     }
@@ -85,7 +101,11 @@ mod tests {
     use super::*;
 
     fn ban(net: &str, expires_at_ns: u64, origin: u32) -> Ban {
-        Ban { net: net.parse().unwrap(), expires_at_ns, origin }
+        Ban {
+            net: net.parse().unwrap(),
+            expires_at_ns,
+            origin,
+        }
     }
 
     #[test]
@@ -99,7 +119,9 @@ mod tests {
         ];
         let allow: [IpNet; 1] = ["198.51.100.42/32".parse().unwrap()];
         let at = |a: &str| check(a.parse().unwrap(), &bans, &allow, now, wall);
-        assert!(matches!(at("198.51.100.200"), Verdict::Dropped { ban } if ban.prefix.prefix_len() == 24 && ban.origin == "crowdsec"));
+        assert!(
+            matches!(at("198.51.100.200"), Verdict::Dropped { ban } if ban.prefix.prefix_len() == 24 && ban.origin == "crowdsec")
+        );
         assert!(matches!(at("::ffff:198.51.100.1"), Verdict::Dropped { .. }));
         assert!(matches!(at("198.51.100.42"), Verdict::Allowlisted { .. }));
         assert!(matches!(at("203.0.113.9"), Verdict::Expired { ban } if ban.expired));

@@ -426,14 +426,22 @@ impl LapiClient {
 
     fn unauthorized(&self, url: String, status: StatusCode) -> LapiError {
         let (credential, hint) = if self.api_key.is_some() {
-            ("api key", "check that this bouncer is listed by `cscli bouncers list`")
+            (
+                "api key",
+                "check that this bouncer is listed by `cscli bouncers list`",
+            )
         } else {
             (
                 "tls client certificate",
                 "check that its OU is in LAPI's `api.server.tls.bouncers_allowed_ou` and that LAPI's `ca_cert_path` holds its CA",
             )
         };
-        LapiError::Unauthorized { url, credential, status, hint }
+        LapiError::Unauthorized {
+            url,
+            credential,
+            status,
+            hint,
+        }
     }
 
     /// Sends a request to `url`; a failure to connect is [`LapiError::Unreachable`], a non-2xx

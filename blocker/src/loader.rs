@@ -145,7 +145,11 @@ pub fn attach(
     interface: &str,
     mode: AttachMode,
 ) -> Result<aya::programs::xdp::XdpLinkId, AttachError> {
-    let error = |source| AttachError::Attach { interface: interface.into(), mode, source };
+    let error = |source| AttachError::Attach {
+        interface: interface.into(),
+        mode,
+        source,
+    };
     let xdp = program(ebpf).map_err(|_| error(ProgramError::NotLoaded))?;
     xdp.attach(interface, xdp_mode(mode)).map_err(error)
 }
@@ -159,14 +163,24 @@ pub fn attach_pinned(
     mode: AttachMode,
 ) -> Result<Attached, AttachError> {
     let path = link_pin(dir, interface);
-    let error = |source| AttachError::Attach { interface: interface.into(), mode, source };
+    let error = |source| AttachError::Attach {
+        interface: interface.into(),
+        mode,
+        source,
+    };
     let xdp = program(ebpf).map_err(|_| error(ProgramError::NotLoaded))?;
     if path.exists() {
-        let reuse = |source| AttachError::Reuse { path: path.clone(), source };
+        let reuse = |source| AttachError::Reuse {
+            path: path.clone(),
+            source,
+        };
         let link = FdLink::from(PinnedLink::from_pin(&path).map_err(reuse)?);
         let link = XdpLink::try_from(link).map_err(reuse)?;
         xdp.attach_to_link(link)
-            .map_err(|source| AttachError::Replace { path: path.clone(), source })?;
+            .map_err(|source| AttachError::Replace {
+                path: path.clone(),
+                source,
+            })?;
         return Ok(Attached::Replaced);
     }
     let id = xdp.attach(interface, xdp_mode(mode)).map_err(error)?;
@@ -192,7 +206,10 @@ pub fn pins(dir: &Path) -> std::io::Result<Pins> {
     let (mut links, mut maps) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(interface) = name.strip_prefix("link-") {
             links.push((interface.to_owned(), path));
         } else if map::ALL.contains(&name.as_str()) {
@@ -224,7 +241,13 @@ fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
         let target = c"/sys/fs/bpf";
         // SAFETY: static C strings; mount(2) has no other preconditions.
         let rc = unsafe {
-            libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
             return Err(LoadError::NoBpffs {
@@ -238,8 +261,10 @@ fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
             "no BPF filesystem was mounted: mounted one at /sys/fs/bpf; if this process has a private mount namespace (ip netns exec, a container without the host's /sys/fs/bpf), enforcement ends when it exits"
         );
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|source| LoadError::PinDir { dir: dir.into(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir {
+        dir: dir.into(),
+        source,
+    })?;
     if !on_bpffs(dir) {
         return Err(LoadError::NoBpffs {
             dir: dir.into(),
@@ -257,7 +282,10 @@ fn on_bpffs(path: &Path) -> bool {
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out-pointer.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut buf) };
-    #[expect(clippy::useless_conversion, reason = "f_type's width varies by libc target")]
+    #[expect(
+        clippy::useless_conversion,
+        reason = "f_type's width varies by libc target"
+    )]
     let magic = i64::from(buf.f_type);
     rc == 0 && magic == BPF_FS_MAGIC
 }

@@ -16,7 +16,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub enum MapsError {
     #[error("the XDP object has no map named {name}")]
     Missing { name: &'static str },
-    #[error("cannot open the pinned map {path} (is blocker running, or was it ever started with this bpffs_dir?)")]
+    #[error(
+        "cannot open the pinned map {path} (is blocker running, or was it ever started with this bpffs_dir?)"
+    )]
     Pinned {
         path: std::path::PathBuf,
         #[source]
@@ -32,7 +34,11 @@ pub enum MapsError {
 }
 
 fn op(name: &'static str, action: &'static str) -> impl FnOnce(MapError) -> MapsError {
-    move |source| MapsError::Map { name, action, source }
+    move |source| MapsError::Map {
+        name,
+        action,
+        source,
+    }
 }
 
 /// A ban as the kernel holds it.
@@ -89,8 +95,10 @@ impl KernelMaps {
             wrap: fn(MapData) -> Map,
         ) -> Result<T, MapsError> {
             let path = dir.join(name);
-            let data = MapData::from_pin(&path)
-                .map_err(|source| MapsError::Pinned { path: path.clone(), source })?;
+            let data = MapData::from_pin(&path).map_err(|source| MapsError::Pinned {
+                path: path.clone(),
+                source,
+            })?;
             T::try_from(wrap(data)).map_err(op(name, "open"))
         }
         Ok(Self {
@@ -139,23 +147,28 @@ impl KernelMaps {
     pub fn remove_ban(&mut self, net: IpNet) -> Result<(), MapsError> {
         let len = u32::from(net.prefix_len());
         let result = match net {
-            IpNet::V4(n) if len == 32 => {
-                self.v4_addrs.remove(&n.addr().octets()).map_err(op(map::BANNED_V4_ADDRS, "remove"))
-            }
+            IpNet::V4(n) if len == 32 => self
+                .v4_addrs
+                .remove(&n.addr().octets())
+                .map_err(op(map::BANNED_V4_ADDRS, "remove")),
             IpNet::V4(n) => self
                 .v4_ranges
                 .remove(&Key::new(len, n.network().octets()))
                 .map_err(op(map::BANNED_V4_RANGES, "remove")),
-            IpNet::V6(n) if len == 128 => {
-                self.v6_addrs.remove(&n.addr().octets()).map_err(op(map::BANNED_V6_ADDRS, "remove"))
-            }
+            IpNet::V6(n) if len == 128 => self
+                .v6_addrs
+                .remove(&n.addr().octets())
+                .map_err(op(map::BANNED_V6_ADDRS, "remove")),
             IpNet::V6(n) => self
                 .v6_ranges
                 .remove(&Key::new(len, n.network().octets()))
                 .map_err(op(map::BANNED_V6_RANGES, "remove")),
         };
         match result {
-            Err(MapsError::Map { source: MapError::KeyNotFound, .. }) => Ok(()),
+            Err(MapsError::Map {
+                source: MapError::KeyNotFound,
+                ..
+            }) => Ok(()),
             other => other,
         }
     }
@@ -163,14 +176,24 @@ impl KernelMaps {
     /// Every ban the kernel holds, expired ones included.
     pub fn bans(&self) -> Result<Vec<Ban>, MapsError> {
         let mut bans = Vec::new();
-        let ban = |net: IpNet, e: BanEntry| Ban { net, expires_at_ns: e.expires_at_ns, origin: e.origin };
+        let ban = |net: IpNet, e: BanEntry| Ban {
+            net,
+            expires_at_ns: e.expires_at_ns,
+            origin: e.origin,
+        };
         for item in &self.v4_addrs {
             let (addr, e) = item.map_err(op(map::BANNED_V4_ADDRS, "iterate"))?;
-            bans.push(ban(IpNet::V4(Ipv4Net::from(std::net::Ipv4Addr::from(addr))), e));
+            bans.push(ban(
+                IpNet::V4(Ipv4Net::from(std::net::Ipv4Addr::from(addr))),
+                e,
+            ));
         }
         for item in &self.v6_addrs {
             let (addr, e) = item.map_err(op(map::BANNED_V6_ADDRS, "iterate"))?;
-            bans.push(ban(IpNet::V6(Ipv6Net::from(std::net::Ipv6Addr::from(addr))), e));
+            bans.push(ban(
+                IpNet::V6(Ipv6Net::from(std::net::Ipv6Addr::from(addr))),
+                e,
+            ));
         }
         for item in &self.v4_ranges {
             let (key, e) = item.map_err(op(map::BANNED_V4_RANGES, "iterate"))?;
@@ -210,22 +233,29 @@ impl KernelMaps {
         if self.allow_v6.keys().next().is_some() {
             settings.flags |= flags::ALLOW_V6;
         }
-        self.settings.set(0, settings, 0).map_err(op(map::SETTINGS, "set"))
+        self.settings
+            .set(0, settings, 0)
+            .map_err(op(map::SETTINGS, "set"))
     }
 
     /// Removes exactly `net` from the allow list; absent is fine.
     pub fn remove_allow(&mut self, net: IpNet) -> Result<(), MapsError> {
         let len = u32::from(net.prefix_len());
         let result = match net {
-            IpNet::V4(n) => {
-                self.allow_v4.remove(&Key::new(len, n.network().octets())).map_err(op(map::ALLOW_V4, "remove"))
-            }
-            IpNet::V6(n) => {
-                self.allow_v6.remove(&Key::new(len, n.network().octets())).map_err(op(map::ALLOW_V6, "remove"))
-            }
+            IpNet::V4(n) => self
+                .allow_v4
+                .remove(&Key::new(len, n.network().octets()))
+                .map_err(op(map::ALLOW_V4, "remove")),
+            IpNet::V6(n) => self
+                .allow_v6
+                .remove(&Key::new(len, n.network().octets()))
+                .map_err(op(map::ALLOW_V6, "remove")),
         };
         match result {
-            Err(MapsError::Map { source: MapError::KeyNotFound, .. }) => Ok(()),
+            Err(MapsError::Map {
+                source: MapError::KeyNotFound,
+                ..
+            }) => Ok(()),
             other => other,
         }?;
         self.mark_allow_lists()
@@ -252,7 +282,9 @@ impl KernelMaps {
             words[usize::from(port >> 6)] |= 1 << (port & 63);
         }
         for (index, word) in (0..PORT_WORDS).zip(words) {
-            self.ports.set(index, word, 0).map_err(op(map::PROTECTED_PORTS, "set"))?;
+            self.ports
+                .set(index, word, 0)
+                .map_err(op(map::PROTECTED_PORTS, "set"))?;
         }
         Ok(())
     }
@@ -261,7 +293,10 @@ impl KernelMaps {
     pub fn ports(&self) -> Result<Vec<u16>, MapsError> {
         let mut ports = Vec::new();
         for index in 0..PORT_WORDS {
-            let word = self.ports.get(&index, 0).map_err(op(map::PROTECTED_PORTS, "get"))?;
+            let word = self
+                .ports
+                .get(&index, 0)
+                .map_err(op(map::PROTECTED_PORTS, "get"))?;
             for bit in 0..64 {
                 if word >> bit & 1 != 0 {
                     ports.push(u16::try_from(index * 64 + bit).expect("port fits u16"));
@@ -274,8 +309,14 @@ impl KernelMaps {
     /// Observe mode: count would-be drops instead of dropping.
     pub fn set_observe(&mut self, observe: bool) -> Result<(), MapsError> {
         let mut settings = self.settings()?;
-        settings.flags = if observe { settings.flags | flags::OBSERVE } else { settings.flags & !flags::OBSERVE };
-        self.settings.set(0, settings, 0).map_err(op(map::SETTINGS, "set"))
+        settings.flags = if observe {
+            settings.flags | flags::OBSERVE
+        } else {
+            settings.flags & !flags::OBSERVE
+        };
+        self.settings
+            .set(0, settings, 0)
+            .map_err(op(map::SETTINGS, "set"))
     }
 
     pub fn settings(&self) -> Result<Settings, MapsError> {

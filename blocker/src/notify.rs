@@ -13,7 +13,9 @@ use std::{
 
 /// Sends `state` (e.g. `READY=1`) to systemd, if it is listening. Failures are logged only.
 pub fn notify(state: &str) {
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     if let Err(e) = notify_to(socket.as_encoded_bytes(), state) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
@@ -25,7 +27,9 @@ pub fn notify_to(path: &[u8], state: &str) -> io::Result<()> {
         Some(name) => SocketAddr::from_abstract_name(name)?,
         None => SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(path))?,
     };
-    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr).map(drop)
+    UnixDatagram::unbound()?
+        .send_to_addr(state.as_bytes(), &addr)
+        .map(drop)
 }
 
 #[cfg(test)]
@@ -46,7 +50,8 @@ mod tests {
 
         let name = format!("blocker-notify-test-{}", std::process::id());
         let abstract_listener =
-            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
         notify_to(format!("@{name}").as_bytes(), "STOPPING=1").unwrap();
         let n = abstract_listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"STOPPING=1");

@@ -35,7 +35,10 @@ impl DaemonState {
                 std::fs::create_dir_all(dir)?;
             }
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+            )?;
             std::fs::rename(&tmp, path)
         };
         if let Err(e) = write() {

@@ -80,7 +80,10 @@ impl Sync {
     #[must_use]
     pub fn new(supported_types: &[String], in_maps: Vec<Ban>) -> Sync {
         Sync {
-            supported_types: supported_types.iter().map(|t| t.to_ascii_lowercase()).collect(),
+            supported_types: supported_types
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
             ignored_types: HashSet::new(),
             by_net: HashMap::new(),
             net_of: HashMap::new(),
@@ -117,7 +120,10 @@ impl Sync {
             .map(|net| Op::Unban(*net))
             .collect();
         let nets: Vec<IpNet> = self.by_net.keys().copied().collect();
-        ops.extend(nets.into_iter().filter_map(|net| self.ban_op(net, wall_now, clock_now)));
+        ops.extend(
+            nets.into_iter()
+                .filter_map(|net| self.ban_op(net, wall_now, clock_now)),
+        );
         ops
     }
 
@@ -290,7 +296,11 @@ mod tests {
     }
 
     fn batch(new: Vec<Decision>, deleted: Vec<Decision>) -> StreamBatch {
-        StreamBatch { new, deleted, skipped: Vec::new() }
+        StreamBatch {
+            new,
+            deleted,
+            skipped: Vec::new(),
+        }
     }
 
     fn sync() -> Sync {
@@ -311,7 +321,14 @@ mod tests {
     #[test]
     fn a_prefix_stays_banned_while_any_decision_covers_it() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(&batch(vec![decision(1, "203.0.113.7/32", "ban", 100), decision(2, "203.0.113.7/32", "ban", 50)], vec![]),
+        let ops = s.delta(
+            &batch(
+                vec![
+                    decision(1, "203.0.113.7/32", "ban", 100),
+                    decision(2, "203.0.113.7/32", "ban", 50),
+                ],
+                vec![],
+            ),
             at(0),
             boot(0),
         );
@@ -319,13 +336,25 @@ mod tests {
         let ban = maps.bans[&"203.0.113.7/32".parse().unwrap()];
         assert_eq!(ban.expires_at_ns, boot(100), "expiry is the latest until");
 
-        let ops = s.delta(&batch(vec![], vec![decision(1, "203.0.113.7/32", "ban", 100)]), at(1), boot(1));
+        let ops = s.delta(
+            &batch(vec![], vec![decision(1, "203.0.113.7/32", "ban", 100)]),
+            at(1),
+            boot(1),
+        );
         step(&mut s, &mut maps, ops);
         let ban = maps.bans[&"203.0.113.7/32".parse().unwrap()];
-        assert_eq!(ban.expires_at_ns, boot(50), "the other decision still bans it");
+        assert_eq!(
+            ban.expires_at_ns,
+            boot(50),
+            "the other decision still bans it"
+        );
         assert!(maps.removed.is_empty());
 
-        let ops = s.delta(&batch(vec![], vec![decision(2, "203.0.113.7/32", "ban", 50)]), at(2), boot(2));
+        let ops = s.delta(
+            &batch(vec![], vec![decision(2, "203.0.113.7/32", "ban", 50)]),
+            at(2),
+            boot(2),
+        );
         step(&mut s, &mut maps, ops);
         assert!(maps.bans.is_empty());
     }
@@ -333,21 +362,40 @@ mod tests {
     #[test]
     fn repeated_deletions_are_harmless() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(&batch(vec![decision(1, "198.51.100.0/24", "ban", 100)], vec![]), at(0), boot(0));
+        let ops = s.delta(
+            &batch(vec![decision(1, "198.51.100.0/24", "ban", 100)], vec![]),
+            at(0),
+            boot(0),
+        );
         step(&mut s, &mut maps, ops);
         for _ in 0..3 {
-            let ops = s.delta(&batch(vec![], vec![decision(1, "198.51.100.0/24", "ban", 100)]), at(1), boot(1));
+            let ops = s.delta(
+                &batch(vec![], vec![decision(1, "198.51.100.0/24", "ban", 100)]),
+                at(1),
+                boot(1),
+            );
             step(&mut s, &mut maps, ops);
         }
         assert!(maps.bans.is_empty());
-        let ops = s.delta(&batch(vec![], vec![decision(99, "198.51.100.0/24", "ban", 100)]), at(1), boot(1));
+        let ops = s.delta(
+            &batch(vec![], vec![decision(99, "198.51.100.0/24", "ban", 100)]),
+            at(1),
+            boot(1),
+        );
         assert!(ops.is_empty(), "an unknown id changes nothing");
     }
 
     #[test]
     fn other_decision_types_are_ignored() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(&batch(vec![decision(1, "203.0.113.7/32", "captcha", 100), decision(2, "203.0.113.8/32", "BAN", 100)], vec![]),
+        let ops = s.delta(
+            &batch(
+                vec![
+                    decision(1, "203.0.113.7/32", "captcha", 100),
+                    decision(2, "203.0.113.8/32", "BAN", 100),
+                ],
+                vec![],
+            ),
             at(0),
             boot(0),
         );
@@ -360,7 +408,14 @@ mod tests {
     #[test]
     fn expired_decisions_leave_the_maps_on_tick() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(&batch(vec![decision(1, "203.0.113.7/32", "ban", 5), decision(2, "2001:db8::/48", "ban", 100)], vec![]),
+        let ops = s.delta(
+            &batch(
+                vec![
+                    decision(1, "203.0.113.7/32", "ban", 5),
+                    decision(2, "2001:db8::/48", "ban", 100),
+                ],
+                vec![],
+            ),
             at(0),
             boot(0),
         );
@@ -375,12 +430,30 @@ mod tests {
     #[test]
     fn resync_keeps_what_stays_and_removes_only_what_went() {
         let adopted = vec![
-            Ban { net: "203.0.113.7/32".parse().unwrap(), expires_at_ns: boot(100), origin: 1 },
-            Ban { net: "203.0.113.8/32".parse().unwrap(), expires_at_ns: boot(100), origin: 1 },
+            Ban {
+                net: "203.0.113.7/32".parse().unwrap(),
+                expires_at_ns: boot(100),
+                origin: 1,
+            },
+            Ban {
+                net: "203.0.113.8/32".parse().unwrap(),
+                expires_at_ns: boot(100),
+                origin: 1,
+            },
         ];
-        let mut maps = FakeMaps { bans: adopted.iter().map(|b| (b.net, *b)).collect(), removed: vec![] };
+        let mut maps = FakeMaps {
+            bans: adopted.iter().map(|b| (b.net, *b)).collect(),
+            removed: vec![],
+        };
         let mut s = Sync::new(&["ban".to_owned()], adopted);
-        let ops = s.resync(&batch(vec![decision(1, "203.0.113.7/32", "ban", 100), decision(3, "198.51.100.0/24", "ban", 200)], vec![]),
+        let ops = s.resync(
+            &batch(
+                vec![
+                    decision(1, "203.0.113.7/32", "ban", 100),
+                    decision(3, "198.51.100.0/24", "ban", 200),
+                ],
+                vec![],
+            ),
             at(0),
             boot(0),
         );
@@ -388,16 +461,28 @@ mod tests {
             !ops.contains(&Op::Unban("203.0.113.7/32".parse().unwrap())),
             "a prefix that stays banned is never removed"
         );
-        assert!(!ops.iter().any(|op| matches!(op, Op::Ban(b) if b.net == "203.0.113.7/32".parse::<IpNet>().unwrap())), "unchanged: no write");
+        assert!(
+            !ops.iter().any(
+                |op| matches!(op, Op::Ban(b) if b.net == "203.0.113.7/32".parse::<IpNet>().unwrap())
+            ),
+            "unchanged: no write"
+        );
         step(&mut s, &mut maps, ops);
-        assert_eq!(maps.removed, vec!["203.0.113.8/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            maps.removed,
+            vec!["203.0.113.8/32".parse::<IpNet>().unwrap()]
+        );
         assert_eq!(maps.bans.len(), 2);
     }
 
     #[test]
     fn an_already_expired_decision_bans_nothing() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(&batch(vec![decision(1, "203.0.113.7/32", "ban", 0)], vec![]), at(1), boot(1));
+        let ops = s.delta(
+            &batch(vec![decision(1, "203.0.113.7/32", "ban", 0)], vec![]),
+            at(1),
+            boot(1),
+        );
         step(&mut s, &mut maps, ops);
         assert!(maps.bans.is_empty());
     }

@@ -21,7 +21,11 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// folder under /sys/fs/bpf and state file under the temp folder.
 #[must_use]
 pub fn settings(api_url: &str, api_key: &str) -> DaemonSettings {
-    let id = format!("blocker-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let id = format!(
+        "blocker-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     let mut lapi = LapiSettings::new(
         api_url.parse().expect("LAPI URL"),
         LapiAuth::ApiKey(ApiKey::new(api_key.to_owned())),
@@ -70,7 +74,11 @@ impl Daemon {
                 }))
                 .unwrap_or_else(|e| panic!("daemon: {}", blocker::error_chain(&e)));
         });
-        Daemon { stop: Some(stop), thread: Some(thread), pin_dir }
+        Daemon {
+            stop: Some(stop),
+            thread: Some(thread),
+            pin_dir,
+        }
     }
 }
 

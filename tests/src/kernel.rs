@@ -28,7 +28,11 @@ impl Program {
     pub fn install(&mut self, world: &World) {
         for ban in &world.bans {
             self.maps
-                .insert_ban(Ban { net: ban.net, expires_at_ns: ban.expires_at_ns, origin: ban.origin })
+                .insert_ban(Ban {
+                    net: ban.net,
+                    expires_at_ns: ban.expires_at_ns,
+                    origin: ban.origin,
+                })
                 .expect("insert ban");
         }
         for net in &world.allow {
@@ -57,7 +61,10 @@ impl Program {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = count;
-        program.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+        program
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN")
+            .return_value
     }
 
     /// Counters summed over CPUs, per family.
@@ -87,7 +94,12 @@ pub fn delta(after: &FamilyStats, before: &FamilyStats) -> FamilyStats {
 
 impl Program {
     /// Attaches the program to `interface` inside `ns`.
-    pub fn attach(&mut self, ns: &crate::netns::Netns, interface: &str, mode: blocker::loader::AttachMode) {
+    pub fn attach(
+        &mut self,
+        ns: &crate::netns::Netns,
+        interface: &str,
+        mode: blocker::loader::AttachMode,
+    ) {
         let ebpf = &mut self.ebpf;
         ns.run(|| blocker::loader::attach(ebpf, interface, mode))
             .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));

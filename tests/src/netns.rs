@@ -85,7 +85,9 @@ pub fn enter(name: &str) {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -108,7 +110,11 @@ impl Lan {
     /// `2001:db8:25::/64` (documentation ranges).
     #[must_use]
     pub fn new(addrs: &[(&str, &str)]) -> Lan {
-        let id = format!("blk{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "blk{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let switch = Netns::new(format!("{id}-sw"));
         ip(&["-n", &switch.name, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &switch.name, "link", "set", "br0", "up"]);
@@ -116,10 +122,49 @@ impl Lan {
         for (i, (v4, v6)) in addrs.iter().enumerate() {
             let ns = Netns::new(format!("{id}-h{i}"));
             let port = format!("p{i}");
-            ip(&["-n", &switch.name, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
-            ip(&["-n", &switch.name, "link", "set", &port, "master", "br0", "up"]);
-            ip(&["-n", &ns.name, "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-            ip(&["-n", &ns.name, "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
+            ip(&[
+                "-n",
+                &switch.name,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns.name,
+            ]);
+            ip(&[
+                "-n",
+                &switch.name,
+                "link",
+                "set",
+                &port,
+                "master",
+                "br0",
+                "up",
+            ]);
+            ip(&[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
             ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
             hosts.push(Host {
                 ns,
@@ -127,7 +172,10 @@ impl Lan {
                 v6: v6.parse().expect("test v6 address"),
             });
         }
-        Lan { hosts, _switch: switch }
+        Lan {
+            hosts,
+            _switch: switch,
+        }
     }
 }
 
@@ -160,7 +208,10 @@ impl Listeners {
                     while !stop.load(Ordering::Relaxed) {
                         match socket.accept() {
                             Ok((_, peer)) => {
-                                accepted.lock().expect("lock").push(peer.ip().to_canonical());
+                                accepted
+                                    .lock()
+                                    .expect("lock")
+                                    .push(peer.ip().to_canonical());
                             }
                             Err(_) => std::thread::sleep(Duration::from_millis(5)),
                         }
@@ -168,13 +219,22 @@ impl Listeners {
                 })
             })
             .collect();
-        Listeners { stop, threads, accepted }
+        Listeners {
+            stop,
+            threads,
+            accepted,
+        }
     }
 
     /// Connections accepted from `peer` so far.
     #[must_use]
     pub fn accepted_from(&self, peer: IpAddr) -> usize {
-        self.accepted.lock().expect("lock").iter().filter(|p| **p == peer).count()
+        self.accepted
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| **p == peer)
+            .count()
     }
 }
 
@@ -190,5 +250,6 @@ impl Drop for Listeners {
 /// Whether `from` completes a TCP handshake with `to` within `timeout`.
 #[must_use]
 pub fn connects(from: &Host, to: IpAddr, port: u16, timeout: Duration) -> bool {
-    from.ns.run(|| TcpStream::connect_timeout(&SocketAddr::new(to, port), timeout).is_ok())
+    from.ns
+        .run(|| TcpStream::connect_timeout(&SocketAddr::new(to, port), timeout).is_ok())
 }

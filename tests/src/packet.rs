@@ -80,7 +80,10 @@ pub enum Net {
         payload: Vec<u8>,
         payload_len: Option<u16>,
     },
-    Other { ether_type: u16, payload: Vec<u8> },
+    Other {
+        ether_type: u16,
+        payload: Vec<u8>,
+    },
 }
 
 /// An Ethernet frame under construction.
@@ -146,11 +149,20 @@ impl Frame {
                 payload,
                 total_len: None,
             },
-            IpAddr::V6(src) => {
-                Net::V6 { src, exts: Vec::new(), protocol, payload, payload_len: None }
-            }
+            IpAddr::V6(src) => Net::V6 {
+                src,
+                exts: Vec::new(),
+                protocol,
+                payload,
+                payload_len: None,
+            },
         };
-        Frame { vlans: Vec::new(), vid: 0, net, trailer: Vec::new() }
+        Frame {
+            vlans: Vec::new(),
+            vid: 0,
+            net,
+            trailer: Vec::new(),
+        }
     }
 
     #[must_use]
@@ -179,7 +191,12 @@ impl Frame {
     /// Makes an IPv4 datagram a fragment at `offset` (8-byte units).
     #[must_use]
     pub fn with_v4_fragment(mut self, offset: u16, more: bool) -> Frame {
-        if let Net::V4 { frag_offset, more_fragments, .. } = &mut self.net {
+        if let Net::V4 {
+            frag_offset,
+            more_fragments,
+            ..
+        } = &mut self.net
+        {
             *frag_offset = offset;
             *more_fragments = more;
         }
@@ -213,7 +230,15 @@ impl Frame {
             b.extend_from_slice(&(self.vid & 0x0FFF).to_be_bytes());
         }
         match &self.net {
-            Net::V4 { src, options, frag_offset, more_fragments, protocol, payload, total_len } => {
+            Net::V4 {
+                src,
+                options,
+                frag_offset,
+                more_fragments,
+                protocol,
+                payload,
+                total_len,
+            } => {
                 b.extend_from_slice(&0x0800u16.to_be_bytes());
                 let header_len = 20 + options.len();
                 let ihl = u8::try_from(header_len / 4).expect("IPv4 header fits IHL");
@@ -233,7 +258,13 @@ impl Frame {
                 b.extend_from_slice(&ip);
                 b.extend_from_slice(payload);
             }
-            Net::V6 { src, exts, protocol, payload, payload_len } => {
+            Net::V6 {
+                src,
+                exts,
+                protocol,
+                payload,
+                payload_len,
+            } => {
                 b.extend_from_slice(&0x86DDu16.to_be_bytes());
                 let mut chain = Vec::new();
                 for (i, ext) in exts.iter().enumerate() {
@@ -251,7 +282,10 @@ impl Frame {
                 b.extend_from_slice(&chain);
                 b.extend_from_slice(payload);
             }
-            Net::Other { ether_type, payload } => {
+            Net::Other {
+                ether_type,
+                payload,
+            } => {
                 b.extend_from_slice(&ether_type.to_be_bytes());
                 b.extend_from_slice(payload);
             }

@@ -33,7 +33,12 @@ impl TestConfig {
             ),
         )
         .expect("write config");
-        TestConfig { log: dir.join("blocker.log"), dir, path, pins }
+        TestConfig {
+            log: dir.join("blocker.log"),
+            dir,
+            path,
+            pins,
+        }
     }
 
     /// The daemon's log so far, for failure messages.
@@ -76,8 +81,17 @@ pub struct DaemonProcess(Child);
 impl DaemonProcess {
     /// Starts `wrapper... blocker run -c CONFIG` (`wrapper` may be empty, or e.g. `setpriv ...`).
     #[must_use]
-    pub fn start(ns: &Netns, wrapper: &[&str], blocker: &str, config: &TestConfig) -> DaemonProcess {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&config.log).expect("log");
+    pub fn start(
+        ns: &Netns,
+        wrapper: &[&str],
+        blocker: &str,
+        config: &TestConfig,
+    ) -> DaemonProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.log)
+            .expect("log");
         let (program, args) = match wrapper.split_first() {
             Some((program, args)) => (*program, [args, &[blocker]].concat()),
             None => (blocker, Vec::new()),
@@ -117,10 +131,19 @@ impl Drop for DaemonProcess {
 }
 
 /// Blocks until `cond` holds, polling, or panics after `within` with `context()`.
-pub fn wait_for(what: &str, within: std::time::Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+pub fn wait_for(
+    what: &str,
+    within: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}\n{}", context());
+        assert!(
+            start.elapsed() < within,
+            "{what}: not within {within:?}\n{}",
+            context()
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

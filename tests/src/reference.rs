@@ -125,12 +125,20 @@ fn ipv6(p: &[u8], ports: &[u16]) -> Class {
     src.copy_from_slice(&p[8..24]);
     let src = IpAddr::V6(Ipv6Addr::from(src));
     let payload_len = usize::from(be16(p, 4));
-    let end = if payload_len == 0 { p.len() } else { (40 + payload_len).min(p.len()) };
+    let end = if payload_len == 0 {
+        p.len()
+    } else {
+        (40 + payload_len).min(p.len())
+    };
     let mut rest = &p[40..end];
     let mut next = p[6];
     let mut first_fragment = false;
     let cut = |first_fragment: bool| {
-        if first_fragment { Class::Undecidable(src) } else { Class::Malformed }
+        if first_fragment {
+            Class::Undecidable(src)
+        } else {
+            Class::Malformed
+        }
     };
     for _ in 0..EXT_CHAIN {
         let len = match next {
@@ -139,7 +147,11 @@ fn ipv6(p: &[u8], ports: &[u16]) -> Class {
                 if rest.len() < 2 {
                     return cut(first_fragment);
                 }
-                if next == 51 { (usize::from(rest[1]) + 2) * 4 } else { (usize::from(rest[1]) + 1) * 8 }
+                if next == 51 {
+                    (usize::from(rest[1]) + 2) * 4
+                } else {
+                    (usize::from(rest[1]) + 1) * 8
+                }
             }
             44 => {
                 if rest.len() < 8 {
@@ -168,7 +180,11 @@ fn ipv6(p: &[u8], ports: &[u16]) -> Class {
 }
 
 fn tcp(segment: &[u8], src: IpAddr, first_fragment: bool, ports: &[u16]) -> Class {
-    let cut = if first_fragment { Class::Undecidable(src) } else { Class::Malformed };
+    let cut = if first_fragment {
+        Class::Undecidable(src)
+    } else {
+        Class::Malformed
+    };
     if segment.len() < 4 {
         return cut;
     }
@@ -179,7 +195,11 @@ fn tcp(segment: &[u8], src: IpAddr, first_fragment: bool, ports: &[u16]) -> Clas
         return cut;
     }
     let flags = segment[13];
-    if flags & 0x02 != 0 && flags & (0x10 | 0x04) == 0 { Class::Syn(src) } else { Class::Ignored }
+    if flags & 0x02 != 0 && flags & (0x10 | 0x04) == 0 {
+        Class::Syn(src)
+    } else {
+        Class::Ignored
+    }
 }
 
 /// The source as the ban maps judge it: `::ffff:a.b.c.d` is IPv4.
@@ -204,7 +224,10 @@ impl World {
             Some(_) if self.allow.iter().any(|a| a.contains(&src)) => {
                 Judgement::Allowlisted { undecidable }
             }
-            Some(ban) => Judgement::Banned { origin: ban.origin, undecidable },
+            Some(ban) => Judgement::Banned {
+                origin: ban.origin,
+                undecidable,
+            },
         }
     }
 
@@ -218,7 +241,10 @@ impl World {
             Class::Syn(src) => self.judge(src, false),
             Class::Undecidable(src) => self.judge(src, true),
         };
-        let mut stats = FamilyStats { seen: 1, ..FamilyStats::default() };
+        let mut stats = FamilyStats {
+            seen: 1,
+            ..FamilyStats::default()
+        };
         let mut action = XDP_PASS;
         match judgement {
             Judgement::Ignored => {}
@@ -246,6 +272,11 @@ impl World {
                 }
             }
         }
-        Expected { action, family, judgement, stats }
+        Expected {
+            action,
+            family,
+            judgement,
+            stats,
+        }
     }
 }

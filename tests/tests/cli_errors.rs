@@ -16,9 +16,17 @@ fn blocker(yaml: &str, args: &[&str]) -> (bool, String) {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("blocker.yaml");
     std::fs::write(&config, yaml).expect("config");
-    let out = Command::new(BLOCKER).arg("-c").arg(&config).args(args).output().expect("run blocker");
+    let out = Command::new(BLOCKER)
+        .arg("-c")
+        .arg(&config)
+        .args(args)
+        .output()
+        .expect("run blocker");
     let _ = std::fs::remove_dir_all(&dir);
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 const VALID: &str = "api_url: http://127.0.0.1:8080/\napi_key: k\ninterfaces: [eth0]\n";
@@ -27,15 +35,27 @@ const VALID: &str = "api_url: http://127.0.0.1:8080/\napi_key: k\ninterfaces: [e
 fn config_errors_name_the_key_and_the_value() {
     for (yaml, culprit) in [
         (format!("{VALID}bogus_key: 1\n"), "bogus_key"),
-        (format!("{VALID}update_frequency: 10 parsecs\n"), "10 parsecs"),
-        (format!("{VALID}allowlist: [203.0.113.0/33]\n"), "203.0.113.0/33"),
+        (
+            format!("{VALID}update_frequency: 10 parsecs\n"),
+            "10 parsecs",
+        ),
+        (
+            format!("{VALID}allowlist: [203.0.113.0/33]\n"),
+            "203.0.113.0/33",
+        ),
         (format!("{VALID}mode: nftables\n"), "nftables"),
         (format!("{VALID}ports: [25, 70000]\n"), "ports"),
-        ("api_url: http://127.0.0.1:8080/\ninterfaces: [eth0]\n".to_owned(), "api_key"),
+        (
+            "api_url: http://127.0.0.1:8080/\ninterfaces: [eth0]\n".to_owned(),
+            "api_key",
+        ),
     ] {
         let (ok, stderr) = blocker(&yaml, &["check-config"]);
         assert!(!ok, "config accepted: {yaml}");
-        assert!(stderr.contains(culprit), "error for {culprit:?} does not name it: {stderr}");
+        assert!(
+            stderr.contains(culprit),
+            "error for {culprit:?} does not name it: {stderr}"
+        );
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     }
     let (ok, stderr) = blocker(VALID, &["check-config"]);
@@ -47,17 +67,32 @@ fn a_missing_interface_is_named_before_anything_is_loaded() {
     let yaml = "api_url: http://127.0.0.1:8080/\napi_key: k\ninterfaces: [nosuch0]\nbpffs_dir: /sys/fs/bpf/blocker-cli-test-never-created\nprometheus:\n  enabled: false\n";
     let (ok, stderr) = blocker(yaml, &["run"]);
     assert!(!ok);
-    assert!(stderr.contains("interface nosuch0 does not exist"), "{stderr}");
-    assert!(!std::path::Path::new("/sys/fs/bpf/blocker-cli-test-never-created").exists(), "nothing pinned");
+    assert!(
+        stderr.contains("interface nosuch0 does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        !std::path::Path::new("/sys/fs/bpf/blocker-cli-test-never-created").exists(),
+        "nothing pinned"
+    );
 }
 
 #[test]
 fn only_commands_that_talk_to_lapi_need_the_api_key_variable() {
     let yaml = "api_url: http://127.0.0.1:8080/\napi_key: ${BLOCKER_TEST_NEVER_SET}\ninterfaces: [eth0]\nbpffs_dir: /sys/fs/bpf/blocker-cli-test-none\n";
     let (ok, stderr) = blocker(yaml, &["check-config"]);
-    assert!(!ok && stderr.contains("BLOCKER_TEST_NEVER_SET"), "check-config names the variable: {stderr}");
+    assert!(
+        !ok && stderr.contains("BLOCKER_TEST_NEVER_SET"),
+        "check-config names the variable: {stderr}"
+    );
     let (ok, stderr) = blocker(yaml, &["list"]);
     assert!(!ok, "nothing is pinned there");
-    assert!(!stderr.contains("BLOCKER_TEST_NEVER_SET"), "list does not need the key: {stderr}");
-    assert!(stderr.contains("pinned map"), "list explains what is missing: {stderr}");
+    assert!(
+        !stderr.contains("BLOCKER_TEST_NEVER_SET"),
+        "list does not need the key: {stderr}"
+    );
+    assert!(
+        stderr.contains("pinned map"),
+        "list explains what is missing: {stderr}"
+    );
 }

@@ -18,7 +18,11 @@ const CAP_BPF: u32 = 39;
 
 fn effective_caps(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff line").trim();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .expect("CapEff line")
+        .trim();
     u64::from_str_radix(hex, 16).expect("hex caps")
 }
 
@@ -27,21 +31,49 @@ fn runs_with_only_bpf_net_admin_and_perfmon() {
     if !privileged("runs_with_only_bpf_net_admin_and_perfmon") {
         return;
     }
-    let lan = Lan::new(&[("203.0.113.25", "2001:db8:25::25"), ("203.0.113.66", "2001:db8:25::66")]);
-    let [mail, attacker] = &lan.hosts[..] else { unreachable!() };
+    let lan = Lan::new(&[
+        ("203.0.113.25", "2001:db8:25::25"),
+        ("203.0.113.66", "2001:db8:25::66"),
+    ]);
+    let [mail, attacker] = &lan.hosts[..] else {
+        unreachable!()
+    };
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-caps"));
     let _listeners = Listeners::start(mail, &[25]);
     let config = TestConfig::new("caps", &lapi.url(), &key);
-    let setpriv = ["setpriv", "--bounding-set=-all,+bpf,+net_admin,+perfmon", "--inh-caps=-all", "--no-new-privs", "--"];
+    let setpriv = [
+        "setpriv",
+        "--bounding-set=-all,+bpf,+net_admin,+perfmon",
+        "--inh-caps=-all",
+        "--no-new-privs",
+        "--",
+    ];
     let daemon = DaemonProcess::start(&mail.ns, &setpriv, BLOCKER, &config);
 
     let mail_v4 = IpAddr::V4(mail.v4);
-    wait_for("the daemon attaching", Duration::from_secs(10), || config.pins.join("link-eth0").exists(), || config.log());
+    wait_for(
+        "the daemon attaching",
+        Duration::from_secs(10),
+        || config.pins.join("link-eth0").exists(),
+        || config.log(),
+    );
     let caps = effective_caps(daemon.pid());
-    assert_eq!(caps, (1 << CAP_NET_ADMIN) | (1 << CAP_PERFMON) | (1 << CAP_BPF), "effective capabilities {caps:#x}");
+    assert_eq!(
+        caps,
+        (1 << CAP_NET_ADMIN) | (1 << CAP_PERFMON) | (1 << CAP_BPF),
+        "effective capabilities {caps:#x}"
+    );
 
-    mail.ns.run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
-    wait_for("the ban taking effect", Duration::from_secs(5), || !connects(attacker, mail_v4, 25, Duration::from_millis(300)), || config.log());
-    println!("daemon with capabilities {caps:#x} (bpf, net_admin, perfmon only) enforced a cscli ban");
+    mail.ns
+        .run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
+    wait_for(
+        "the ban taking effect",
+        Duration::from_secs(5),
+        || !connects(attacker, mail_v4, 25, Duration::from_millis(300)),
+        || config.log(),
+    );
+    println!(
+        "daemon with capabilities {caps:#x} (bpf, net_admin, perfmon only) enforced a cscli ban"
+    );
 }

@@ -25,26 +25,42 @@ const METRICS: &str = "127.0.0.1:60601";
 /// The value of the series `name` whose labels include every one of `labels`.
 fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|label| l.contains(label)))
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{")) && labels.iter().all(|label| l.contains(label))
+        })
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} with {labels:?} in:\n{text}"))
 }
 
 /// Waits up to `within` for `reachable(port)` to be `want` on every port; panics otherwise.
-fn until(what: &str, within: Duration, from: &Host, to: IpAddr, ports: &[u16], want: bool) -> Duration {
+fn until(
+    what: &str,
+    within: Duration,
+    from: &Host,
+    to: IpAddr,
+    ports: &[u16],
+    want: bool,
+) -> Duration {
     let start = Instant::now();
     loop {
         if ports.iter().all(|p| connects(from, to, *p, PROBE) == want) {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "{what}: not {} within {within:?}", if want { "reachable" } else { "blocked" });
+        assert!(
+            start.elapsed() < within,
+            "{what}: not {} within {within:?}",
+            if want { "reachable" } else { "blocked" }
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn blocked(what: &str, from: &Host, to: IpAddr) -> Duration {
     let took = until(what, WITHIN, from, to, &[25, 993], false);
-    assert!(connects(from, to, 8080, Duration::from_secs(1)), "{what}: unprotected port 8080 must stay reachable");
+    assert!(
+        connects(from, to, 8080, Duration::from_secs(1)),
+        "{what}: unprotected port 8080 must stay reachable"
+    );
     took
 }
 
@@ -53,6 +69,10 @@ fn reachable(what: &str, from: &Host, to: IpAddr) -> Duration {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, as a user would run it"
+)]
 fn decisions_from_cscli_are_enforced_and_lifted() {
     if !privileged("decisions_from_cscli_are_enforced_and_lifted") {
         return;
@@ -62,7 +82,9 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
         ("203.0.113.66", "2001:db8:25::66"),
         ("203.0.113.10", "2001:db8:25::10"),
     ]);
-    let [mail, attacker, client] = &lan.hosts[..] else { unreachable!() };
+    let [mail, attacker, client] = &lan.hosts[..] else {
+        unreachable!()
+    };
     let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
@@ -74,46 +96,112 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
 
     reachable("before any decision", attacker, v4);
 
-    cscli(&["decisions", "add", "--ip", "203.0.113.66", "--duration", "4h"]);
+    cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "203.0.113.66",
+        "--duration",
+        "4h",
+    ]);
     let took = blocked("--ip ban (IPv4)", attacker, v4);
     println!("IPv4 --ip ban enforced after {took:?}");
     reachable("clean client during the ban", client, v4);
     reachable("the attacker over IPv6 (not banned)", attacker, v6);
     std::thread::sleep(Duration::from_millis(1100)); // the metrics snapshot refreshes every second
-    let scrape = mail.ns.run(|| http_get(&format!("http://{METRICS}/metrics"), &[]).expect("scrape"));
+    let scrape = mail
+        .ns
+        .run(|| http_get(&format!("http://{METRICS}/metrics"), &[]).expect("scrape"));
     let text = String::from_utf8(scrape.body).expect("utf-8");
-    let dropped = metric(&text, "blocker_dropped_packets_total", &["origin=\"cscli\"", "ip_type=\"ipv4\""]);
-    assert!(dropped >= 2.0, "the daemon's metrics show the drops:\n{text}");
-    let active = metric(&text, "blocker_active_decisions", &["origin=\"cscli\"", "ip_type=\"ipv4\""]);
-    assert!((active - 1.0).abs() < f64::EPSILON, "one active cscli decision, not {active}");
+    let dropped = metric(
+        &text,
+        "blocker_dropped_packets_total",
+        &["origin=\"cscli\"", "ip_type=\"ipv4\""],
+    );
+    assert!(
+        dropped >= 2.0,
+        "the daemon's metrics show the drops:\n{text}"
+    );
+    let active = metric(
+        &text,
+        "blocker_active_decisions",
+        &["origin=\"cscli\"", "ip_type=\"ipv4\""],
+    );
+    assert!(
+        (active - 1.0).abs() < f64::EPSILON,
+        "one active cscli decision, not {active}"
+    );
     println!("Prometheus on the daemon: {dropped} IPv4 SYNs dropped, 1 active cscli decision");
 
     cscli(&["decisions", "delete", "--ip", "203.0.113.66"]);
     let took = reachable("after delete", attacker, v4);
     println!("IPv4 ban lifted after {took:?}");
 
-    cscli(&["decisions", "add", "--range", "203.0.113.64/30", "--duration", "4h"]);
+    cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "203.0.113.64/30",
+        "--duration",
+        "4h",
+    ]);
     blocked("--range ban (IPv4)", attacker, v4);
     reachable("clean client outside the range", client, v4);
     cscli(&["decisions", "delete", "--range", "203.0.113.64/30"]);
     reachable("after range delete", attacker, v4);
 
-    cscli(&["decisions", "add", "--range", "2001:db8:25::60/124", "--duration", "4h"]);
+    cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "2001:db8:25::60/124",
+        "--duration",
+        "4h",
+    ]);
     let took = blocked("--range ban (IPv6)", attacker, v6);
     println!("IPv6 --range ban enforced after {took:?}");
     reachable("clean IPv6 client outside the range", client, v6);
     cscli(&["decisions", "delete", "--range", "2001:db8:25::60/124"]);
     reachable("after IPv6 range delete", attacker, v6);
 
-    cscli(&["decisions", "add", "--ip", "2001:db8:25::66", "--duration", "5s"]);
+    cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "2001:db8:25::66",
+        "--duration",
+        "5s",
+    ]);
     blocked("5 s IPv6 ban", attacker, v6);
     let start = Instant::now();
-    until("5 s ban lifting by itself", Duration::from_secs(5) + WITHIN, attacker, v6, &[25, 993], true);
-    println!("5 s ban lifted by itself {:?} after it was seen", start.elapsed());
+    until(
+        "5 s ban lifting by itself",
+        Duration::from_secs(5) + WITHIN,
+        attacker,
+        v6,
+        &[25, 993],
+        true,
+    );
+    println!(
+        "5 s ban lifted by itself {:?} after it was seen",
+        start.elapsed()
+    );
 
-    cscli(&["decisions", "add", "--ip", "203.0.113.66", "--duration", "4h", "--type", "captcha"]);
+    cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "203.0.113.66",
+        "--duration",
+        "4h",
+        "--type",
+        "captcha",
+    ]);
     std::thread::sleep(WITHIN);
-    assert!(connects(attacker, v4, 25, Duration::from_secs(1)), "a captcha decision must be ignored");
+    assert!(
+        connects(attacker, v4, 25, Duration::from_secs(1)),
+        "a captcha decision must be ignored"
+    );
 }
 
 #[test]
@@ -125,27 +213,44 @@ fn enforcement_survives_a_lapi_restart() {
         ("203.0.113.25", "2001:db8:25::25"),
         ("203.0.113.66", "2001:db8:25::66"),
     ]);
-    let [mail, attacker] = &lan.hosts[..] else { unreachable!() };
+    let [mail, attacker] = &lan.hosts[..] else {
+        unreachable!()
+    };
     let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
     let _listeners = Listeners::start(mail, &[25, 993, 8080]);
     let _daemon = Daemon::start(&mail.ns, daemon::settings(&lapi.url(), &key));
 
-    mail.ns.run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
+    mail.ns
+        .run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
     blocked("ban before the restart", attacker, v4);
 
     mail.ns.run(|| lapi.stop());
     // Several failed pulls: the ban must hold all along.
     for _ in 0..3 {
         std::thread::sleep(Duration::from_secs(1));
-        assert!(!connects(attacker, v4, 25, PROBE), "the ban lapsed while LAPI was down");
+        assert!(
+            !connects(attacker, v4, 25, PROBE),
+            "the ban lapsed while LAPI was down"
+        );
     }
     mail.ns.run(|| lapi.restart());
     // The daemon is backing off: this decision lands before its next pull, which must then be
     // a full resync that picks it up.
-    mail.ns.run(|| lapi.add_decision_ip("2001:db8:25::66", "4h", "ban"));
-    let took = until("IPv6 ban made after the restart", Duration::from_secs(15), attacker, v6, &[25, 993], false);
+    mail.ns
+        .run(|| lapi.add_decision_ip("2001:db8:25::66", "4h", "ban"));
+    let took = until(
+        "IPv6 ban made after the restart",
+        Duration::from_secs(15),
+        attacker,
+        v6,
+        &[25, 993],
+        false,
+    );
     println!("decision made after the LAPI restart enforced after {took:?}");
-    assert!(!connects(attacker, v4, 25, PROBE), "the ban from before the restart still holds");
+    assert!(
+        !connects(attacker, v4, 25, PROBE),
+        "the ban from before the restart still holds"
+    );
 }

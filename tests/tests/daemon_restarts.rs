@@ -32,9 +32,17 @@ struct Prober {
 
 impl Prober {
     fn start(from: &Host, to: SocketAddr, timeout: Duration) -> Prober {
-        let (stop, attempts, successes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (stop, attempts, successes) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
         let name = from.ns.name.clone();
-        let (s, a, ok) = (Arc::clone(&stop), Arc::clone(&attempts), Arc::clone(&successes));
+        let (s, a, ok) = (
+            Arc::clone(&stop),
+            Arc::clone(&attempts),
+            Arc::clone(&successes),
+        );
         let thread = std::thread::spawn(move || {
             blocker_tests::netns::enter(&name);
             while !s.load(Ordering::Relaxed) {
@@ -45,7 +53,12 @@ impl Prober {
                 }
             }
         });
-        Prober { stop, attempts, successes, thread: Some(thread) }
+        Prober {
+            stop,
+            attempts,
+            successes,
+            thread: Some(thread),
+        }
     }
 
     /// Stops and returns (attempts, successes).
@@ -54,12 +67,17 @@ impl Prober {
         if let Some(t) = self.thread.take() {
             t.join().expect("prober");
         }
-        (self.attempts.load(Ordering::Relaxed), self.successes.load(Ordering::Relaxed))
+        (
+            self.attempts.load(Ordering::Relaxed),
+            self.successes.load(Ordering::Relaxed),
+        )
     }
 }
 
 fn program_id(config: &TestConfig) -> u64 {
-    config.json(BLOCKER, &["status", "--json"])["program_ids"][0].as_u64().expect("a program id")
+    config.json(BLOCKER, &["status", "--json"])["program_ids"][0]
+        .as_u64()
+        .expect("a program id")
 }
 
 #[test]
@@ -67,11 +85,18 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     if !privileged("kill_restart_and_replace_never_let_a_banned_syn_through") {
         return;
     }
-    let lan = Lan::new(&[("203.0.113.25", "2001:db8:25::25"), ("203.0.113.66", "2001:db8:25::66"), ("203.0.113.10", "2001:db8:25::10")]);
-    let [mail, attacker, client] = &lan.hosts[..] else { unreachable!() };
+    let lan = Lan::new(&[
+        ("203.0.113.25", "2001:db8:25::25"),
+        ("203.0.113.66", "2001:db8:25::66"),
+        ("203.0.113.10", "2001:db8:25::10"),
+    ]);
+    let [mail, attacker, client] = &lan.hosts[..] else {
+        unreachable!()
+    };
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-restarts"));
-    mail.ns.run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
+    mail.ns
+        .run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
     let listeners = Listeners::start(mail, &[25, 8080]);
 
     let config = TestConfig::new("restarts", &lapi.url(), &key);
@@ -79,7 +104,12 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     let attacker_v4 = IpAddr::V4(attacker.v4);
 
     let mut first = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
-    wait_for("the ban taking effect", Duration::from_secs(10), || !connects(attacker, mail_v4, 25, Duration::from_millis(300)), || config.log());
+    wait_for(
+        "the ban taking effect",
+        Duration::from_secs(10),
+        || !connects(attacker, mail_v4, 25, Duration::from_millis(300)),
+        || config.log(),
+    );
     let accepted_before = listeners.accepted_from(attacker_v4);
 
     let to = SocketAddr::new(mail_v4, 25);
@@ -90,8 +120,14 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     first.signal(libc::SIGKILL);
     std::thread::sleep(Duration::from_secs(3));
     let status = config.json(BLOCKER, &["status", "--json"]);
-    assert_eq!(status["daemon_running"], false, "status after kill -9: {status}");
-    assert_eq!(status["banned_v4"], 1, "the pinned ban is still there: {status}");
+    assert_eq!(
+        status["daemon_running"], false,
+        "status after kill -9: {status}"
+    );
+    assert_eq!(
+        status["banned_v4"], 1,
+        "the pinned ban is still there: {status}"
+    );
 
     let mut second = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
     std::thread::sleep(Duration::from_secs(3));
@@ -101,7 +137,10 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     let third = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
     std::thread::sleep(Duration::from_secs(3));
     let third_program = program_id(&config);
-    assert_ne!(second_program, third_program, "the new daemon's program is swapped into the pinned link");
+    assert_ne!(
+        second_program, third_program,
+        "the new daemon's program is swapped into the pinned link"
+    );
 
     let (attempts, through) = flood.finish();
     let (legit_attempts, legit_ok) = legit.finish();
@@ -109,20 +148,37 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     println!(
         "banned host: {attempts} SYNs over a kill -9, a restart and a replacement, {through} connected, {accepted} accepted; clean host: {legit_ok}/{legit_attempts} connected; programs {second_program} -> {third_program}"
     );
-    assert_eq!((through, accepted), (0, 0), "banned SYNs got through; log:\n{}", config.log());
-    assert!(attempts > 50, "the banned host kept sending ({attempts} attempts)");
+    assert_eq!(
+        (through, accepted),
+        (0, 0),
+        "banned SYNs got through; log:\n{}",
+        config.log()
+    );
+    assert!(
+        attempts > 50,
+        "the banned host kept sending ({attempts} attempts)"
+    );
     assert_eq!(legit_ok, legit_attempts, "every clean connection succeeds");
 
     let check = config.json(BLOCKER, &["check", "203.0.113.66", "--json"]);
     assert_eq!(check["result"]["verdict"], "dropped", "check: {check}");
     assert_eq!(check["result"]["ban"]["origin"], "cscli", "check: {check}");
-    assert_eq!(config.json(BLOCKER, &["check", "203.0.113.10", "--json"])["result"]["verdict"], "not_banned");
+    assert_eq!(
+        config.json(BLOCKER, &["check", "203.0.113.10", "--json"])["result"]["verdict"],
+        "not_banned"
+    );
     let list = config.json(BLOCKER, &["list", "--json", "--v4"]);
     assert_eq!(list[0]["prefix"], "203.0.113.66/32", "list: {list}");
 
     drop(third);
-    assert!(!connects(attacker, mail_v4, 25, Duration::from_millis(500)), "enforcement survives a stopped daemon");
+    assert!(
+        !connects(attacker, mail_v4, 25, Duration::from_millis(500)),
+        "enforcement survives a stopped daemon"
+    );
     let _ = config.cli(BLOCKER, &["detach"]);
-    assert!(connects(attacker, mail_v4, 25, Duration::from_secs(1)), "detach ends enforcement");
+    assert!(
+        connects(attacker, mail_v4, 25, Duration::from_secs(1)),
+        "detach ends enforcement"
+    );
     assert!(!config.pins.exists(), "detach removes the pins");
 }

@@ -16,7 +16,6 @@
 //!   "connection closed" or "broken pipe"); LAPI's log says why;
 //! - LAPI (Go `net/http`) speaks HTTP/2 with blocker over TLS (ALPN `h2`).
 
-use std::error::Error as _;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -141,14 +140,7 @@ fn has(batch: &StreamBatch, ip: &str) -> bool {
 
 /// The error and its sources, `: `-separated, as the daemon logs them.
 fn chain(err: &LapiError) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    blocker::error_chain(err)
 }
 
 /// Asserts `err` is a 403 `Unauthorized` for `credential`; returns its chain.

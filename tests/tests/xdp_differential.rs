@@ -31,12 +31,24 @@ fn random_world(rng: &mut StdRng, now: u64) -> World {
         };
         // Keep most bans inside the documentation ranges so sources hit them often; a few
         // short prefixes cover everything.
-        let addr = if v6 { IpAddr::V6(doc_v6(rng)) } else { IpAddr::V4(doc_v4(rng)) };
+        let addr = if v6 {
+            IpAddr::V6(doc_v6(rng))
+        } else {
+            IpAddr::V4(doc_v4(rng))
+        };
         let net = IpNet::new(addr, len).expect("valid length").trunc();
-        let expires_at_ns = if rng.random_bool(0.3) { now / 2 } else { now + 3_600_000_000_000 };
+        let expires_at_ns = if rng.random_bool(0.3) {
+            now / 2
+        } else {
+            now + 3_600_000_000_000
+        };
         #[expect(clippy::cast_possible_truncation, reason = "COUNT is 8")]
         let origin = rng.random_range(0..origin::COUNT) as u32;
-        bans.push(Ban { net, expires_at_ns, origin });
+        bans.push(Ban {
+            net,
+            expires_at_ns,
+            origin,
+        });
     }
     bans.sort_by_key(|b| b.net);
     bans.dedup_by_key(|b| b.net);
@@ -45,14 +57,22 @@ fn random_world(rng: &mut StdRng, now: u64) -> World {
             let ban = bans.choose(rng).expect("at least one ban");
             let extra = rng.random_range(0..=8);
             let len = (ban.net.prefix_len() + extra).min(ban.net.max_prefix_len());
-            IpNet::new(random_inside(rng, ban.net), len).expect("valid").trunc()
+            IpNet::new(random_inside(rng, ban.net), len)
+                .expect("valid")
+                .trunc()
         })
         .collect();
     let mut ports = vec![25, 465, 587, 143, 993, 110, 995];
     if rng.random_bool(0.3) {
         ports = (0..rng.random_range(1..10)).map(|_| rng.random()).collect();
     }
-    World { bans, allow, ports, now_ns: now, observe: rng.random_bool(0.1) }
+    World {
+        bans,
+        allow,
+        ports,
+        now_ns: now,
+        observe: rng.random_bool(0.1),
+    }
 }
 
 fn doc_v4(rng: &mut StdRng) -> Ipv4Addr {
@@ -61,7 +81,16 @@ fn doc_v4(rng: &mut StdRng) -> Ipv4Addr {
 }
 
 fn doc_v6(rng: &mut StdRng) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, rng.random_range(0..4), 0, 0, 0, 0, rng.random_range(0..16))
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        rng.random_range(0..4),
+        0,
+        0,
+        0,
+        0,
+        rng.random_range(0..16),
+    )
 }
 
 /// A random address inside `net`.
@@ -69,13 +98,25 @@ fn random_inside(rng: &mut StdRng, net: IpNet) -> IpAddr {
     match net {
         IpNet::V4(n) => {
             let host_bits = 32 - u32::from(n.prefix_len());
-            let mask = if host_bits == 32 { u32::MAX } else { (1u32 << host_bits) - 1 };
-            IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | (rng.random::<u32>() & mask)))
+            let mask = if host_bits == 32 {
+                u32::MAX
+            } else {
+                (1u32 << host_bits) - 1
+            };
+            IpAddr::V4(Ipv4Addr::from(
+                u32::from(n.network()) | (rng.random::<u32>() & mask),
+            ))
         }
         IpNet::V6(n) => {
             let host_bits = 128 - u32::from(n.prefix_len());
-            let mask = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
-            IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | (rng.random::<u128>() & mask)))
+            let mask = if host_bits == 128 {
+                u128::MAX
+            } else {
+                (1u128 << host_bits) - 1
+            };
+            IpAddr::V6(Ipv6Addr::from(
+                u128::from(n.network()) | (rng.random::<u128>() & mask),
+            ))
         }
     }
 }
@@ -92,11 +133,18 @@ fn random_source(rng: &mut StdRng, world: &World) -> IpAddr {
                 ban.net.network()
             };
             match outside {
-                IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(if rng.random_bool(0.5) { 1 } else { u32::MAX }))),
-                IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(if rng.random_bool(0.5) { 1 } else { u128::MAX }))),
+                IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+                    u32::from(a).wrapping_add(if rng.random_bool(0.5) { 1 } else { u32::MAX }),
+                )),
+                IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+                    u128::from(a).wrapping_add(if rng.random_bool(0.5) { 1 } else { u128::MAX }),
+                )),
             }
         }
-        1 => world.allow.choose(rng).map_or(ban.net.addr(), |a| random_inside(rng, *a)),
+        1 => world
+            .allow
+            .choose(rng)
+            .map_or(ban.net.addr(), |a| random_inside(rng, *a)),
         2 => IpAddr::V4(doc_v4(rng)),
         3 => IpAddr::V6(doc_v6(rng)),
         _ => random_inside(rng, ban.net),
@@ -114,7 +162,11 @@ fn random_ext(rng: &mut StdRng) -> Ext {
         2 => Ext::DestOpts(rng.random_range(0..3)),
         3 => Ext::Ah(rng.random_range(1..5)),
         _ => Ext::Fragment {
-            offset: if rng.random_bool(0.7) { 0 } else { rng.random_range(1..100) },
+            offset: if rng.random_bool(0.7) {
+                0
+            } else {
+                rng.random_range(1..100)
+            },
             more: rng.random_bool(0.5),
         },
     }
@@ -140,22 +192,34 @@ fn random_frame(rng: &mut StdRng, world: &World) -> Frame {
         _ => Frame::tcp(src, port, flags),
     };
     let tpids = [TPID_8021Q, TPID_8021AD];
-    let vlans: Vec<u16> =
-        (0..rng.random_range(0..=3)).map(|_| *tpids.choose(rng).expect("two")).collect();
+    let vlans: Vec<u16> = (0..rng.random_range(0..=3))
+        .map(|_| *tpids.choose(rng).expect("two"))
+        .collect();
     frame = frame.with_vlans(&vlans, rng.random_range(0..4));
     match &mut frame.net {
-        Net::V4 { options, frag_offset, more_fragments, .. } => {
+        Net::V4 {
+            options,
+            frag_offset,
+            more_fragments,
+            ..
+        } => {
             if rng.random_bool(0.2) {
                 *options = vec![1; 4 * rng.random_range(0..=10)];
             }
             if rng.random_bool(0.2) {
                 *more_fragments = true;
-                *frag_offset = if rng.random_bool(0.7) { 0 } else { rng.random_range(1..100) };
+                *frag_offset = if rng.random_bool(0.7) {
+                    0
+                } else {
+                    rng.random_range(1..100)
+                };
             }
         }
         Net::V6 { exts, .. } => {
             if rng.random_bool(0.5) {
-                *exts = (0..rng.random_range(0..=10)).map(|_| random_ext(rng)).collect();
+                *exts = (0..rng.random_range(0..=10))
+                    .map(|_| random_ext(rng))
+                    .collect();
             }
         }
         Net::Other { .. } => {}
@@ -237,6 +301,11 @@ fn kernel_agrees_with_the_reference_classifier() {
         disagreements.is_empty(),
         "seed {seed}: {} disagreements, first ones:\n{}",
         disagreements.len(),
-        disagreements.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+        disagreements
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -20,13 +20,23 @@ fn banned_client_is_refused_on_mail_ports_only(mode: AttachMode) {
         ("203.0.113.66", "2001:db8:25::66"),
         ("203.0.113.10", "2001:db8:25::10"),
     ]);
-    let [mail, attacker, client] = &lan.hosts[..] else { unreachable!() };
+    let [mail, attacker, client] = &lan.hosts[..] else {
+        unreachable!()
+    };
     let now = blocker::clock::now_ns();
     let mut program = Program::load();
     program.install(&World {
         bans: vec![
-            Ban { net: "203.0.113.64/30".parse().unwrap(), expires_at_ns: u64::MAX, origin: origin::CROWDSEC },
-            Ban { net: "2001:db8:25::66/128".parse().unwrap(), expires_at_ns: u64::MAX, origin: origin::CSCLI },
+            Ban {
+                net: "203.0.113.64/30".parse().unwrap(),
+                expires_at_ns: u64::MAX,
+                origin: origin::CROWDSEC,
+            },
+            Ban {
+                net: "2001:db8:25::66/128".parse().unwrap(),
+                expires_at_ns: u64::MAX,
+                origin: origin::CSCLI,
+            },
         ],
         allow: vec![],
         ports: vec![25, 465, 587, 143, 993, 110, 995],
@@ -38,19 +48,40 @@ fn banned_client_is_refused_on_mail_ports_only(mode: AttachMode) {
 
     for to in [IpAddr::V4(mail.v4), IpAddr::V6(mail.v6)] {
         for port in [25, 993] {
-            assert!(!connects(attacker, to, port, TIMEOUT), "{mode:?}: banned client reached {to} port {port}");
-            assert!(connects(client, to, port, TIMEOUT), "{mode:?}: clean client could not reach {to} port {port}");
+            assert!(
+                !connects(attacker, to, port, TIMEOUT),
+                "{mode:?}: banned client reached {to} port {port}"
+            );
+            assert!(
+                connects(client, to, port, TIMEOUT),
+                "{mode:?}: clean client could not reach {to} port {port}"
+            );
         }
-        assert!(connects(attacker, to, 8080, TIMEOUT), "{mode:?}: banned client could not reach unprotected {to}:8080");
-        assert!(connects(client, to, 8080, TIMEOUT), "{mode:?}: clean client could not reach {to}:8080");
+        assert!(
+            connects(attacker, to, 8080, TIMEOUT),
+            "{mode:?}: banned client could not reach unprotected {to}:8080"
+        );
+        assert!(
+            connects(client, to, 8080, TIMEOUT),
+            "{mode:?}: clean client could not reach {to}:8080"
+        );
     }
     let stats = program.stats();
     let v4 = &stats[family::IPV4 as usize];
     let v6 = &stats[family::IPV6 as usize];
     // Two refused connections per family, each at least one SYN (retransmits add more).
-    assert!(v4.dropped_packets[origin::CROWDSEC as usize] >= 2, "{mode:?}: IPv4 drops {v4:?}");
-    assert!(v6.dropped_packets[origin::CSCLI as usize] >= 2, "{mode:?}: IPv6 drops {v6:?}");
-    assert!(v4.syn_protected >= 4 && v6.syn_protected >= 4, "{mode:?}: inspected {v4:?} {v6:?}");
+    assert!(
+        v4.dropped_packets[origin::CROWDSEC as usize] >= 2,
+        "{mode:?}: IPv4 drops {v4:?}"
+    );
+    assert!(
+        v6.dropped_packets[origin::CSCLI as usize] >= 2,
+        "{mode:?}: IPv6 drops {v6:?}"
+    );
+    assert!(
+        v4.syn_protected >= 4 && v6.syn_protected >= 4,
+        "{mode:?}: inspected {v4:?} {v6:?}"
+    );
     println!(
         "end to end ({mode:?}): dropped {} IPv4 and {} IPv6 SYNs from the banned host, clean host connected everywhere",
         v4.dropped_packets[origin::CROWDSEC as usize],

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use blocker_common::origin;
 use blocker_tests::{
     kernel::{Program, delta},
-    packet::{ACK, CWR, ECE, Ext, FIN, Frame, Net, PSH, RST, SYN, TPID_8021AD, TPID_8021Q, URG, udp},
+    packet::{
+        ACK, CWR, ECE, Ext, FIN, Frame, Net, PSH, RST, SYN, TPID_8021AD, TPID_8021Q, URG, udp,
+    },
     privileged,
     reference::{Ban, World, XDP_DROP, XDP_PASS},
 };
@@ -21,7 +23,11 @@ fn ip(s: &str) -> IpAddr {
 
 fn ban(net: &str, live: bool, origin: u32, now: u64) -> Ban {
     let expires_at_ns = if live { now + HOUR_NS } else { now / 2 };
-    Ban { net: net.parse().expect("test prefix"), expires_at_ns, origin }
+    Ban {
+        net: net.parse().expect("test prefix"),
+        expires_at_ns,
+        origin,
+    }
 }
 
 /// Bans across both families, nested and expired entries, and an allow list.
@@ -37,7 +43,10 @@ fn standard_world(now: u64) -> World {
             ban("2001:db8::7/128", true, origin::LISTS, now),
             ban("2001:db8::9/128", false, origin::LISTS, now),
         ],
-        allow: vec!["198.51.100.42/32".parse().unwrap(), "2001:db8:bad:1::/64".parse().unwrap()],
+        allow: vec![
+            "198.51.100.42/32".parse().unwrap(),
+            "2001:db8:bad:1::/64".parse().unwrap(),
+        ],
         ports: MAIL_PORTS.to_vec(),
         now_ns: now,
         observe: false,
@@ -51,7 +60,10 @@ fn ban_everything(now: u64) -> World {
             ban("0.0.0.0/0", true, origin::CAPI, now),
             ban("::/0", true, origin::CAPI, now),
         ],
-        allow: vec!["203.0.113.1/32".parse().unwrap(), "2001:db8:1::1/128".parse().unwrap()],
+        allow: vec![
+            "203.0.113.1/32".parse().unwrap(),
+            "2001:db8:1::1/128".parse().unwrap(),
+        ],
         ports: MAIL_PORTS.to_vec(),
         now_ns: now,
         observe: false,
@@ -65,11 +77,19 @@ struct Case {
 }
 
 fn case(name: impl Into<String>, frame: &Frame, expected: u32) -> Case {
-    Case { name: name.into(), frame: frame.bytes(), expected }
+    Case {
+        name: name.into(),
+        frame: frame.bytes(),
+        expected,
+    }
 }
 
 fn raw(name: &str, frame: Vec<u8>, expected: u32) -> Case {
-    Case { name: name.into(), frame, expected }
+    Case {
+        name: name.into(),
+        frame,
+        expected,
+    }
 }
 
 #[expect(clippy::too_many_lines, reason = "a table reads best in one place")]
@@ -80,38 +100,134 @@ fn standard_cases() -> Vec<Case> {
     let clean6 = ip("2001:db8:1::1");
     let mut cases = Vec::new();
     for port in MAIL_PORTS {
-        cases.push(case(format!("v4 banned SYN to {port}"), &Frame::syn(banned, port), XDP_DROP));
-        cases.push(case(format!("v6 banned SYN to {port}"), &Frame::syn(banned6, port), XDP_DROP));
+        cases.push(case(
+            format!("v4 banned SYN to {port}"),
+            &Frame::syn(banned, port),
+            XDP_DROP,
+        ));
+        cases.push(case(
+            format!("v6 banned SYN to {port}"),
+            &Frame::syn(banned6, port),
+            XDP_DROP,
+        ));
     }
     cases.extend([
-        case("v4 banned SYN to unprotected 8080", &Frame::syn(banned, 8080), XDP_PASS),
-        case("v6 banned SYN to unprotected 8080", &Frame::syn(banned6, 8080), XDP_PASS),
+        case(
+            "v4 banned SYN to unprotected 8080",
+            &Frame::syn(banned, 8080),
+            XDP_PASS,
+        ),
+        case(
+            "v6 banned SYN to unprotected 8080",
+            &Frame::syn(banned6, 8080),
+            XDP_PASS,
+        ),
         case("v4 clean SYN to 25", &Frame::syn(clean, 25), XDP_PASS),
         case("v6 clean SYN to 25", &Frame::syn(clean6, 25), XDP_PASS),
         // Prefix boundaries.
-        case("v4 /24 first address", &Frame::syn(ip("198.51.100.0"), 25), XDP_DROP),
-        case("v4 /24 last address", &Frame::syn(ip("198.51.100.255"), 25), XDP_DROP),
-        case("v4 just above the /24", &Frame::syn(ip("198.51.101.0"), 25), XDP_PASS),
-        case("v4 just below the /24", &Frame::syn(ip("198.51.99.255"), 25), XDP_PASS),
-        case("v4 /32 banned", &Frame::syn(ip("203.0.113.7"), 993), XDP_DROP),
-        case("v4 /32 neighbour", &Frame::syn(ip("203.0.113.8"), 993), XDP_PASS),
-        case("v6 /48 last address", &Frame::syn(ip("2001:db8:bad:ffff:ffff:ffff:ffff:ffff"), 25), XDP_DROP),
-        case("v6 just above the /48", &Frame::syn(ip("2001:db8:bae::"), 25), XDP_PASS),
-        case("v6 just below the /48", &Frame::syn(ip("2001:db8:bac:ffff:ffff:ffff:ffff:ffff"), 25), XDP_PASS),
-        case("v6 /128 banned", &Frame::syn(ip("2001:db8::7"), 587), XDP_DROP),
-        case("v6 /128 neighbour", &Frame::syn(ip("2001:db8::8"), 587), XDP_PASS),
+        case(
+            "v4 /24 first address",
+            &Frame::syn(ip("198.51.100.0"), 25),
+            XDP_DROP,
+        ),
+        case(
+            "v4 /24 last address",
+            &Frame::syn(ip("198.51.100.255"), 25),
+            XDP_DROP,
+        ),
+        case(
+            "v4 just above the /24",
+            &Frame::syn(ip("198.51.101.0"), 25),
+            XDP_PASS,
+        ),
+        case(
+            "v4 just below the /24",
+            &Frame::syn(ip("198.51.99.255"), 25),
+            XDP_PASS,
+        ),
+        case(
+            "v4 /32 banned",
+            &Frame::syn(ip("203.0.113.7"), 993),
+            XDP_DROP,
+        ),
+        case(
+            "v4 /32 neighbour",
+            &Frame::syn(ip("203.0.113.8"), 993),
+            XDP_PASS,
+        ),
+        case(
+            "v6 /48 last address",
+            &Frame::syn(ip("2001:db8:bad:ffff:ffff:ffff:ffff:ffff"), 25),
+            XDP_DROP,
+        ),
+        case(
+            "v6 just above the /48",
+            &Frame::syn(ip("2001:db8:bae::"), 25),
+            XDP_PASS,
+        ),
+        case(
+            "v6 just below the /48",
+            &Frame::syn(ip("2001:db8:bac:ffff:ffff:ffff:ffff:ffff"), 25),
+            XDP_PASS,
+        ),
+        case(
+            "v6 /128 banned",
+            &Frame::syn(ip("2001:db8::7"), 587),
+            XDP_DROP,
+        ),
+        case(
+            "v6 /128 neighbour",
+            &Frame::syn(ip("2001:db8::8"), 587),
+            XDP_PASS,
+        ),
         // Allow list over ban.
-        case("v4 allow-listed inside a banned /24", &Frame::syn(ip("198.51.100.42"), 25), XDP_PASS),
-        case("v6 allow-listed /64 inside a banned /48", &Frame::syn(ip("2001:db8:bad:1::5"), 25), XDP_PASS),
+        case(
+            "v4 allow-listed inside a banned /24",
+            &Frame::syn(ip("198.51.100.42"), 25),
+            XDP_PASS,
+        ),
+        case(
+            "v6 allow-listed /64 inside a banned /48",
+            &Frame::syn(ip("2001:db8:bad:1::5"), 25),
+            XDP_PASS,
+        ),
         // Expiry.
-        case("v4 expired /32", &Frame::syn(ip("203.0.113.9"), 25), XDP_PASS),
-        case("v4 expired /26, nothing live around it", &Frame::syn(ip("203.0.113.70"), 25), XDP_PASS),
-        case("v4 expired /25 inside a live /24", &Frame::syn(ip("198.51.100.200"), 25), XDP_DROP),
-        case("v6 expired /128", &Frame::syn(ip("2001:db8::9"), 25), XDP_PASS),
+        case(
+            "v4 expired /32",
+            &Frame::syn(ip("203.0.113.9"), 25),
+            XDP_PASS,
+        ),
+        case(
+            "v4 expired /26, nothing live around it",
+            &Frame::syn(ip("203.0.113.70"), 25),
+            XDP_PASS,
+        ),
+        case(
+            "v4 expired /25 inside a live /24",
+            &Frame::syn(ip("198.51.100.200"), 25),
+            XDP_DROP,
+        ),
+        case(
+            "v6 expired /128",
+            &Frame::syn(ip("2001:db8::9"), 25),
+            XDP_PASS,
+        ),
         // IPv4-mapped IPv6 sources are judged as IPv4.
-        case("v6 ::ffff:198.51.100.1 (banned v4)", &Frame::syn(ip("::ffff:198.51.100.1"), 25), XDP_DROP),
-        case("v6 ::ffff:203.0.113.1 (clean v4)", &Frame::syn(ip("::ffff:203.0.113.1"), 25), XDP_PASS),
-        case("v6 ::ffff:198.51.100.42 (allow-listed v4)", &Frame::syn(ip("::ffff:198.51.100.42"), 25), XDP_PASS),
+        case(
+            "v6 ::ffff:198.51.100.1 (banned v4)",
+            &Frame::syn(ip("::ffff:198.51.100.1"), 25),
+            XDP_DROP,
+        ),
+        case(
+            "v6 ::ffff:203.0.113.1 (clean v4)",
+            &Frame::syn(ip("::ffff:203.0.113.1"), 25),
+            XDP_PASS,
+        ),
+        case(
+            "v6 ::ffff:198.51.100.42 (allow-listed v4)",
+            &Frame::syn(ip("::ffff:198.51.100.42"), 25),
+            XDP_PASS,
+        ),
     ]);
     // TCP flags.
     for (name, flags, expected) in [
@@ -127,24 +243,76 @@ fn standard_cases() -> Vec<Case> {
         ("SYN|URG", SYN | URG, XDP_DROP),
         ("all but ACK and RST", !(ACK | RST), XDP_DROP),
     ] {
-        cases.push(case(format!("v4 banned {name}"), &Frame::tcp(banned, 25, flags), expected));
-        cases.push(case(format!("v6 banned {name}"), &Frame::tcp(banned6, 25, flags), expected));
+        cases.push(case(
+            format!("v4 banned {name}"),
+            &Frame::tcp(banned, 25, flags),
+            expected,
+        ));
+        cases.push(case(
+            format!("v6 banned {name}"),
+            &Frame::tcp(banned6, 25, flags),
+            expected,
+        ));
     }
     // Link layer.
     cases.extend([
-        case("802.1Q tag", &Frame::syn(banned, 25).with_vlans(&[TPID_8021Q], 100), XDP_DROP),
-        case("priority tag (VID 0)", &Frame::syn(banned, 25).with_vlans(&[TPID_8021Q], 0), XDP_DROP),
-        case("QinQ 802.1ad + 802.1Q", &Frame::syn(banned, 25).with_vlans(&[TPID_8021AD, TPID_8021Q], 7), XDP_DROP),
-        case("QinQ v6", &Frame::syn(banned6, 25).with_vlans(&[TPID_8021AD, TPID_8021Q], 7), XDP_DROP),
-        case("three tags (not IP to Linux)", &Frame::syn(banned, 25).with_vlans(&[TPID_8021AD, TPID_8021Q, TPID_8021Q], 7), XDP_PASS),
-        case("ARP", &Frame { vlans: vec![], vid: 0, net: Net::Other { ether_type: 0x0806, payload: vec![0; 28] }, trailer: vec![] }, XDP_PASS),
+        case(
+            "802.1Q tag",
+            &Frame::syn(banned, 25).with_vlans(&[TPID_8021Q], 100),
+            XDP_DROP,
+        ),
+        case(
+            "priority tag (VID 0)",
+            &Frame::syn(banned, 25).with_vlans(&[TPID_8021Q], 0),
+            XDP_DROP,
+        ),
+        case(
+            "QinQ 802.1ad + 802.1Q",
+            &Frame::syn(banned, 25).with_vlans(&[TPID_8021AD, TPID_8021Q], 7),
+            XDP_DROP,
+        ),
+        case(
+            "QinQ v6",
+            &Frame::syn(banned6, 25).with_vlans(&[TPID_8021AD, TPID_8021Q], 7),
+            XDP_DROP,
+        ),
+        case(
+            "three tags (not IP to Linux)",
+            &Frame::syn(banned, 25).with_vlans(&[TPID_8021AD, TPID_8021Q, TPID_8021Q], 7),
+            XDP_PASS,
+        ),
+        case(
+            "ARP",
+            &Frame {
+                vlans: vec![],
+                vid: 0,
+                net: Net::Other {
+                    ether_type: 0x0806,
+                    payload: vec![0; 28],
+                },
+                trailer: vec![],
+            },
+            XDP_PASS,
+        ),
     ]);
     // IPv4 header length and options.
     cases.extend([
-        case("v4 IHL 6 (one option word)", &Frame::syn(banned, 25).with_v4_options(vec![1, 1, 1, 0]), XDP_DROP),
-        case("v4 IHL 15 (40 bytes of options)", &Frame::syn(banned, 25).with_v4_options(vec![1; 40]), XDP_DROP),
+        case(
+            "v4 IHL 6 (one option word)",
+            &Frame::syn(banned, 25).with_v4_options(vec![1, 1, 1, 0]),
+            XDP_DROP,
+        ),
+        case(
+            "v4 IHL 15 (40 bytes of options)",
+            &Frame::syn(banned, 25).with_v4_options(vec![1; 40]),
+            XDP_DROP,
+        ),
         case("v4 UDP to 25", &Frame::ip(banned, 17, udp(25)), XDP_PASS),
-        case("v4 ICMP", &Frame::ip(banned, 1, vec![8, 0, 0, 0, 0, 0, 0, 0]), XDP_PASS),
+        case(
+            "v4 ICMP",
+            &Frame::ip(banned, 1, vec![8, 0, 0, 0, 0, 0, 0, 0]),
+            XDP_PASS,
+        ),
         case("v6 UDP to 25", &Frame::ip(banned6, 17, udp(25)), XDP_PASS),
     ]);
     // IPv6 extension headers.
@@ -153,56 +321,184 @@ fn standard_cases() -> Vec<Case> {
         ("routing", vec![Ext::Routing(2)]),
         ("destination options", vec![Ext::DestOpts(1)]),
         ("AH", vec![Ext::Ah(4)]),
-        ("atomic fragment", vec![Ext::Fragment { offset: 0, more: false }]),
-        ("chain of five", vec![Ext::HopByHop(0), Ext::DestOpts(0), Ext::Routing(0), Ext::Ah(1), Ext::DestOpts(3)]),
+        (
+            "atomic fragment",
+            vec![Ext::Fragment {
+                offset: 0,
+                more: false,
+            }],
+        ),
+        (
+            "chain of five",
+            vec![
+                Ext::HopByHop(0),
+                Ext::DestOpts(0),
+                Ext::Routing(0),
+                Ext::Ah(1),
+                Ext::DestOpts(3),
+            ],
+        ),
         ("chain of eight", vec![Ext::DestOpts(0); 8]),
     ] {
-        cases.push(case(format!("v6 {name} banned"), &Frame::syn(banned6, 25).with_exts(exts.clone()), XDP_DROP));
-        cases.push(case(format!("v6 {name} clean"), &Frame::syn(clean6, 25).with_exts(exts), XDP_PASS));
+        cases.push(case(
+            format!("v6 {name} banned"),
+            &Frame::syn(banned6, 25).with_exts(exts.clone()),
+            XDP_DROP,
+        ));
+        cases.push(case(
+            format!("v6 {name} clean"),
+            &Frame::syn(clean6, 25).with_exts(exts),
+            XDP_PASS,
+        ));
     }
     cases.extend([
-        case("v6 chain of nine from banned (undecidable)", &Frame::syn(banned6, 25).with_exts(vec![Ext::DestOpts(0); 9]), XDP_DROP),
-        case("v6 chain of nine from clean", &Frame::syn(clean6, 25).with_exts(vec![Ext::DestOpts(0); 9]), XDP_PASS),
-        case("v6 chain of nine to UDP", &Frame::ip(banned6, 17, udp(25)).with_exts(vec![Ext::DestOpts(0); 9]), XDP_DROP),
+        case(
+            "v6 chain of nine from banned (undecidable)",
+            &Frame::syn(banned6, 25).with_exts(vec![Ext::DestOpts(0); 9]),
+            XDP_DROP,
+        ),
+        case(
+            "v6 chain of nine from clean",
+            &Frame::syn(clean6, 25).with_exts(vec![Ext::DestOpts(0); 9]),
+            XDP_PASS,
+        ),
+        case(
+            "v6 chain of nine to UDP",
+            &Frame::ip(banned6, 17, udp(25)).with_exts(vec![Ext::DestOpts(0); 9]),
+            XDP_DROP,
+        ),
     ]);
     // Fragments.
     let first_v4 = |src| Frame::syn(src, 25).with_v4_fragment(0, true);
-    let first_v6 = |src| Frame::syn(src, 25).with_exts(vec![Ext::Fragment { offset: 0, more: true }]);
+    let first_v6 = |src| {
+        Frame::syn(src, 25).with_exts(vec![Ext::Fragment {
+            offset: 0,
+            more: true,
+        }])
+    };
     cases.extend([
-        case("v4 non-first fragment from banned", &Frame::syn(banned, 25).with_v4_fragment(185, false), XDP_PASS),
-        case("v4 first fragment, whole TCP header", &first_v4(banned), XDP_DROP),
-        case("v4 first fragment, 8 TCP bytes (flags cut)", &first_v4(banned).with_payload_len(8), XDP_DROP),
-        case("v4 first fragment, 8 TCP bytes to 8080", &Frame::syn(banned, 8080).with_v4_fragment(0, true).with_payload_len(8), XDP_PASS),
-        case("v4 first fragment, 2 TCP bytes (port cut)", &first_v4(banned).with_payload_len(2), XDP_DROP),
-        case("v4 first fragment, 0 TCP bytes", &first_v4(banned).with_payload_len(0), XDP_DROP),
-        case("v4 first fragment cut short, clean source", &first_v4(clean).with_payload_len(2), XDP_PASS),
-        case("v4 first fragment cut short, allow-listed", &first_v4(ip("198.51.100.42")).with_payload_len(2), XDP_PASS),
+        case(
+            "v4 non-first fragment from banned",
+            &Frame::syn(banned, 25).with_v4_fragment(185, false),
+            XDP_PASS,
+        ),
+        case(
+            "v4 first fragment, whole TCP header",
+            &first_v4(banned),
+            XDP_DROP,
+        ),
+        case(
+            "v4 first fragment, 8 TCP bytes (flags cut)",
+            &first_v4(banned).with_payload_len(8),
+            XDP_DROP,
+        ),
+        case(
+            "v4 first fragment, 8 TCP bytes to 8080",
+            &Frame::syn(banned, 8080)
+                .with_v4_fragment(0, true)
+                .with_payload_len(8),
+            XDP_PASS,
+        ),
+        case(
+            "v4 first fragment, 2 TCP bytes (port cut)",
+            &first_v4(banned).with_payload_len(2),
+            XDP_DROP,
+        ),
+        case(
+            "v4 first fragment, 0 TCP bytes",
+            &first_v4(banned).with_payload_len(0),
+            XDP_DROP,
+        ),
+        case(
+            "v4 first fragment cut short, clean source",
+            &first_v4(clean).with_payload_len(2),
+            XDP_PASS,
+        ),
+        case(
+            "v4 first fragment cut short, allow-listed",
+            &first_v4(ip("198.51.100.42")).with_payload_len(2),
+            XDP_PASS,
+        ),
         // Ethernet pads a 42-byte frame to 60: the padding must not be read as TCP flags.
-        case("v4 first fragment of 8 bytes, padded with a fake SYN", &first_v4(banned).with_payload_len(8).with_trailer(vec![0x50, SYN, 0, 0, 0, 0, 0, 0, 0, 0]), XDP_DROP),
-        case("v6 non-first fragment from banned", &Frame::syn(banned6, 25).with_exts(vec![Ext::Fragment { offset: 100, more: true }]), XDP_PASS),
-        case("v6 first fragment, whole TCP header", &first_v6(banned6), XDP_DROP),
-        case("v6 first fragment, 8 TCP bytes", &first_v6(banned6).with_payload_len(8), XDP_DROP),
-        case("v6 first fragment, 3 TCP bytes", &first_v6(banned6).with_payload_len(3), XDP_DROP),
-        case("v6 first fragment cut short, clean", &first_v6(clean6).with_payload_len(3), XDP_PASS),
-        case("v6 first fragment cut inside the next extension header",
-            &Frame::syn(banned6, 25).with_exts(vec![Ext::Fragment { offset: 0, more: true }, Ext::DestOpts(4)]).with_payload_len(0), XDP_DROP),
+        case(
+            "v4 first fragment of 8 bytes, padded with a fake SYN",
+            &first_v4(banned)
+                .with_payload_len(8)
+                .with_trailer(vec![0x50, SYN, 0, 0, 0, 0, 0, 0, 0, 0]),
+            XDP_DROP,
+        ),
+        case(
+            "v6 non-first fragment from banned",
+            &Frame::syn(banned6, 25).with_exts(vec![Ext::Fragment {
+                offset: 100,
+                more: true,
+            }]),
+            XDP_PASS,
+        ),
+        case(
+            "v6 first fragment, whole TCP header",
+            &first_v6(banned6),
+            XDP_DROP,
+        ),
+        case(
+            "v6 first fragment, 8 TCP bytes",
+            &first_v6(banned6).with_payload_len(8),
+            XDP_DROP,
+        ),
+        case(
+            "v6 first fragment, 3 TCP bytes",
+            &first_v6(banned6).with_payload_len(3),
+            XDP_DROP,
+        ),
+        case(
+            "v6 first fragment cut short, clean",
+            &first_v6(clean6).with_payload_len(3),
+            XDP_PASS,
+        ),
+        case(
+            "v6 first fragment cut inside the next extension header",
+            &Frame::syn(banned6, 25)
+                .with_exts(vec![
+                    Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    },
+                    Ext::DestOpts(4),
+                ])
+                .with_payload_len(0),
+            XDP_DROP,
+        ),
     ]);
     // Truncation at every header boundary, and lengths that lie.
     // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (as drivers do), so
     // truncation starts there.
     let whole = Frame::syn(banned, 25).with_vlans(&[TPID_8021Q], 5).bytes();
     for cut in [14, 16, 17, 18, 30, 37, 38, 41, 42, 50, 51] {
-        cases.push(raw(&format!("v4 SYN truncated to {cut} bytes"), whole[..cut].to_vec(), XDP_PASS));
+        cases.push(raw(
+            &format!("v4 SYN truncated to {cut} bytes"),
+            whole[..cut].to_vec(),
+            XDP_PASS,
+        ));
     }
-    let whole6 = Frame::syn(banned6, 25).with_exts(vec![Ext::HopByHop(0)]).bytes();
+    let whole6 = Frame::syn(banned6, 25)
+        .with_exts(vec![Ext::HopByHop(0)])
+        .bytes();
     for cut in [14, 20, 53, 54, 55, 61, 62, 65, 66, 75] {
-        cases.push(raw(&format!("v6 SYN truncated to {cut} bytes"), whole6[..cut].to_vec(), XDP_PASS));
+        cases.push(raw(
+            &format!("v6 SYN truncated to {cut} bytes"),
+            whole6[..cut].to_vec(),
+            XDP_PASS,
+        ));
     }
     let mut short_total = Frame::syn(banned, 25).with_trailer(vec![0; 20]);
     if let Net::V4 { total_len, .. } = &mut short_total.net {
         *total_len = Some(28);
     }
-    cases.push(case("v4 total length cuts the TCP flags (rest is padding)", &short_total, XDP_PASS));
+    cases.push(case(
+        "v4 total length cuts the TCP flags (rest is padding)",
+        &short_total,
+        XDP_PASS,
+    ));
     let mut bad_version = Frame::syn(banned, 25).bytes();
     bad_version[14] = 0x65;
     cases.push(raw("v4 ethertype with version 6", bad_version, XDP_PASS));
@@ -234,7 +530,13 @@ fn check(program: &mut Program, world: &World, cases: &[Case]) -> usize {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     cases.len()
 }
 
@@ -248,30 +550,89 @@ fn table_of_crafted_packets() {
     let standard = check(&mut program, &standard_world(now), &standard_cases());
 
     let mut program = Program::load();
-    let everything = check(&mut program, &ban_everything(now), &[
-        case("/0: any v4 SYN", &Frame::syn(ip("198.51.100.77"), 25), XDP_DROP),
-        case("/0: any v6 SYN", &Frame::syn(ip("2001:db8:77::1"), 25), XDP_DROP),
-        case("/0: allow-listed v4", &Frame::syn(ip("203.0.113.1"), 25), XDP_PASS),
-        case("/0: allow-listed v6", &Frame::syn(ip("2001:db8:1::1"), 25), XDP_PASS),
-        case("/0: unprotected port", &Frame::syn(ip("198.51.100.77"), 8080), XDP_PASS),
-    ]);
+    let everything = check(
+        &mut program,
+        &ban_everything(now),
+        &[
+            case(
+                "/0: any v4 SYN",
+                &Frame::syn(ip("198.51.100.77"), 25),
+                XDP_DROP,
+            ),
+            case(
+                "/0: any v6 SYN",
+                &Frame::syn(ip("2001:db8:77::1"), 25),
+                XDP_DROP,
+            ),
+            case(
+                "/0: allow-listed v4",
+                &Frame::syn(ip("203.0.113.1"), 25),
+                XDP_PASS,
+            ),
+            case(
+                "/0: allow-listed v6",
+                &Frame::syn(ip("2001:db8:1::1"), 25),
+                XDP_PASS,
+            ),
+            case(
+                "/0: unprotected port",
+                &Frame::syn(ip("198.51.100.77"), 8080),
+                XDP_PASS,
+            ),
+        ],
+    );
 
     let mut program = Program::load();
     let mut observe = standard_world(now);
     observe.observe = true;
-    let observed = check(&mut program, &observe, &[
-        case("observe: banned SYN passes, counted", &Frame::syn(ip("198.51.100.1"), 25), XDP_PASS),
-        case("observe: banned v6 SYN passes, counted", &Frame::syn(ip("2001:db8:bad::1"), 25), XDP_PASS),
-    ]);
+    let observed = check(
+        &mut program,
+        &observe,
+        &[
+            case(
+                "observe: banned SYN passes, counted",
+                &Frame::syn(ip("198.51.100.1"), 25),
+                XDP_PASS,
+            ),
+            case(
+                "observe: banned v6 SYN passes, counted",
+                &Frame::syn(ip("2001:db8:bad::1"), 25),
+                XDP_PASS,
+            ),
+        ],
+    );
 
     let mut program = Program::load();
     let mut custom = standard_world(now);
     custom.ports = vec![0, 4190, 65_535];
-    let ports = check(&mut program, &custom, &[
-        case("custom ports: 4190 protected", &Frame::syn(ip("198.51.100.1"), 4190), XDP_DROP),
-        case("custom ports: 65535 protected", &Frame::syn(ip("198.51.100.1"), 65_535), XDP_DROP),
-        case("custom ports: 0 protected", &Frame::syn(ip("198.51.100.1"), 0), XDP_DROP),
-        case("custom ports: 25 no longer protected", &Frame::syn(ip("198.51.100.1"), 25), XDP_PASS),
-    ]);
-    println!("table: {} crafted packets checked ({standard} standard, {everything} /0, {observed} observe, {ports} custom ports), all verdicts and counters as specified", standard + everything + observed + ports);
+    let ports = check(
+        &mut program,
+        &custom,
+        &[
+            case(
+                "custom ports: 4190 protected",
+                &Frame::syn(ip("198.51.100.1"), 4190),
+                XDP_DROP,
+            ),
+            case(
+                "custom ports: 65535 protected",
+                &Frame::syn(ip("198.51.100.1"), 65_535),
+                XDP_DROP,
+            ),
+            case(
+                "custom ports: 0 protected",
+                &Frame::syn(ip("198.51.100.1"), 0),
+                XDP_DROP,
+            ),
+            case(
+                "custom ports: 25 no longer protected",
+                &Frame::syn(ip("198.51.100.1"), 25),
+                XDP_PASS,
+            ),
+        ],
+    );
+    println!(
+        "table: {} crafted packets checked ({standard} standard, {everything} /0, {observed} observe, {ports} custom ports), all verdicts and counters as specified",
+        standard + everything + observed + ports
+    );
 }
