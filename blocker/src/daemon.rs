@@ -6,6 +6,7 @@
 //! they are, logs the cause, backs off, and the next success is a full `startup=true` resync.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
@@ -19,7 +20,7 @@ use crate::{
     lapi::{Backoff, LapiClient, LapiError, LapiSettings},
     loader::{self, AttachMode, Attached},
     maps::{KernelMaps, MapsError},
-    metrics::{self, MetricsError, Snapshot},
+    metrics::{self, IpType, MetricsError, Snapshot},
     state::{DaemonState, unix_seconds},
     sync::{Applied, Sync},
     usage::UsageReporter,
@@ -102,6 +103,8 @@ pub struct Enforcer {
     sync: Sync,
     maps: KernelMaps,
     resync: bool,
+    /// Bans in force by (origin, family), for metrics; see [`Enforcer::recount`].
+    active: BTreeMap<(String, IpType), u64>,
 }
 
 /// What one successful pull did.
@@ -122,11 +125,14 @@ impl Enforcer {
         supported_types: &[String],
     ) -> Result<Enforcer, MapsError> {
         let sync = Sync::new(supported_types, maps.bans()?);
+        let active =
+            Snapshot::from_bans(Default::default(), sync.applied(), clock::now_ns()).active;
         Ok(Enforcer {
             client,
             sync,
             maps,
             resync: true,
+            active,
         })
     }
 
@@ -157,6 +163,7 @@ impl Enforcer {
             self.sync.delta(&batch, wall, boot)
         };
         let applied = self.sync.apply(ops, &mut self.maps);
+        self.recount(&applied);
         Ok(PullReport {
             startup,
             new,
@@ -166,13 +173,22 @@ impl Enforcer {
         })
     }
 
-    /// The figures for metrics: kernel counters and the bans in force, by origin.
-    pub fn snapshot(&self) -> Result<Snapshot, MapsError> {
-        Ok(Snapshot::from_bans(
-            self.maps.stats()?,
-            self.sync.applied(),
-            clock::now_ns(),
-        ))
+    /// Brings `snapshot`'s kernel counters and active decisions up to date (LAPI figures are
+    /// the caller's).
+    pub fn refresh(&self, snapshot: &mut Snapshot) -> Result<(), MapsError> {
+        snapshot.stats = self.maps.stats()?;
+        snapshot.active.clone_from(&self.active);
+        Ok(())
+    }
+
+    /// Recounts the bans in force by origin and family: a walk over every ban, so only after
+    /// the maps changed.
+    fn recount(&mut self, applied: &Applied) {
+        if applied.banned + applied.unbanned > 0 {
+            self.active =
+                Snapshot::from_bans(Default::default(), self.sync.applied(), clock::now_ns())
+                    .active;
+        }
     }
 
     #[must_use]
@@ -183,7 +199,9 @@ impl Enforcer {
     /// Removes bans whose decisions have ended.
     pub fn expire(&mut self) -> Applied {
         let ops = self.sync.tick(SystemTime::now(), clock::now_ns());
-        self.sync.apply(ops, &mut self.maps)
+        let applied = self.sync.apply(ops, &mut self.maps);
+        self.recount(&applied);
+        applied
     }
 }
 
@@ -210,7 +228,8 @@ pub async fn run(
         }
     }
     let mut enforcer = Enforcer::new(client, maps, &settings.supported_types)?;
-    let mut snapshot = enforcer.snapshot()?;
+    let mut snapshot = Snapshot::default();
+    enforcer.refresh(&mut snapshot)?;
     let shared = metrics::shared(snapshot.clone());
     let _stop_metrics = match settings.prometheus {
         Some(addr) => Some(serve_metrics(addr, shared.clone()).await?),
@@ -238,11 +257,8 @@ pub async fn run(
                 if applied.unbanned > 0 {
                     tracing::info!(unbanned = applied.unbanned, "expired bans removed");
                 }
-                match enforcer.snapshot() {
-                    Ok(fresh) => {
-                        snapshot = Snapshot { lapi_requests: snapshot.lapi_requests, lapi_failures: snapshot.lapi_failures, last_sync: snapshot.last_sync, ..fresh };
-                        *shared.write().expect("metrics lock") = snapshot.clone();
-                    }
+                match enforcer.refresh(&mut snapshot) {
+                    Ok(()) => shared.write().expect("metrics lock").clone_from(&snapshot),
                     Err(e) => tracing::warn!(error = %error_chain(&e), "cannot read the kernel counters"),
                 }
             }
