@@ -105,7 +105,28 @@ pub struct Lan {
     _switch: Netns,
 }
 
+/// The hosts most tests and the demo need: a mail host, an attacker to ban and a legitimate
+/// client, as `(IPv4, IPv6)` on the documentation ranges.
+pub const MAIL: (&str, &str) = ("203.0.113.25", "2001:db8:25::25");
+pub const ATTACKER: (&str, &str) = ("203.0.113.66", "2001:db8:25::66");
+pub const CLIENT: (&str, &str) = ("203.0.113.10", "2001:db8:25::10");
+
 impl Lan {
+    /// A mail host, an attacker and a client ([`MAIL`], [`ATTACKER`], [`CLIENT`]).
+    #[must_use]
+    pub fn mail_scene() -> Lan {
+        Lan::new(&[MAIL, ATTACKER, CLIENT])
+    }
+
+    /// `(mail, attacker, client)` of a [`Lan::mail_scene`].
+    #[must_use]
+    pub fn roles(&self) -> (&Host, &Host, &Host) {
+        let [mail, attacker, client] = &self.hosts[..] else {
+            panic!("a mail scene has three hosts")
+        };
+        (mail, attacker, client)
+    }
+
     /// Creates the switch and one host per `(v4, v6)` pair, all on 203.0.113.0/24 and
     /// `2001:db8:25::/64` (documentation ranges).
     #[must_use]

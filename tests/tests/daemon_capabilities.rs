@@ -31,13 +31,8 @@ fn runs_with_only_bpf_net_admin_and_perfmon() {
     if !privileged("runs_with_only_bpf_net_admin_and_perfmon") {
         return;
     }
-    let lan = Lan::new(&[
-        ("203.0.113.25", "2001:db8:25::25"),
-        ("203.0.113.66", "2001:db8:25::66"),
-    ]);
-    let [mail, attacker] = &lan.hosts[..] else {
-        unreachable!()
-    };
+    let lan = Lan::mail_scene();
+    let (mail, attacker, _) = lan.roles();
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-caps"));
     let _listeners = Listeners::start(mail, &[25]);

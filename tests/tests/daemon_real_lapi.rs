@@ -69,26 +69,15 @@ fn reachable(what: &str, from: &Host, to: IpAddr) -> Duration {
 }
 
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario, step by step, as a user would run it"
-)]
 fn decisions_from_cscli_are_enforced_and_lifted() {
     if !privileged("decisions_from_cscli_are_enforced_and_lifted") {
         return;
     }
-    let lan = Lan::new(&[
-        ("203.0.113.25", "2001:db8:25::25"),
-        ("203.0.113.66", "2001:db8:25::66"),
-        ("203.0.113.10", "2001:db8:25::10"),
-    ]);
-    let [mail, attacker, client] = &lan.hosts[..] else {
-        unreachable!()
-    };
+    let lan = Lan::mail_scene();
+    let (mail, attacker, client) = lan.roles();
     let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
-    let cscli = |args: &[&str]| mail.ns.run(|| lapi.cscli(args));
     let _listeners = Listeners::start(mail, &[25, 993, 8080]);
     let mut settings = daemon::settings(&lapi.url(), &key);
     settings.prometheus = Some(METRICS.parse().expect("metrics address"));
@@ -96,14 +85,8 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
 
     reachable("before any decision", attacker, v4);
 
-    cscli(&[
-        "decisions",
-        "add",
-        "--ip",
-        "203.0.113.66",
-        "--duration",
-        "4h",
-    ]);
+    mail.ns
+        .run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
     let took = blocked("--ip ban (IPv4)", attacker, v4);
     println!("IPv4 --ip ban enforced after {took:?}");
     reachable("clean client during the ban", client, v4);
@@ -133,45 +116,29 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
     );
     println!("Prometheus on the daemon: {dropped} IPv4 SYNs dropped, 1 active cscli decision");
 
-    cscli(&["decisions", "delete", "--ip", "203.0.113.66"]);
+    mail.ns.run(|| lapi.delete_decisions_ip("203.0.113.66"));
     let took = reachable("after delete", attacker, v4);
     println!("IPv4 ban lifted after {took:?}");
 
-    cscli(&[
-        "decisions",
-        "add",
-        "--range",
-        "203.0.113.64/30",
-        "--duration",
-        "4h",
-    ]);
+    mail.ns
+        .run(|| lapi.add_decision_range("203.0.113.64/30", "4h", "ban"));
     blocked("--range ban (IPv4)", attacker, v4);
     reachable("clean client outside the range", client, v4);
-    cscli(&["decisions", "delete", "--range", "203.0.113.64/30"]);
+    mail.ns
+        .run(|| lapi.delete_decisions_range("203.0.113.64/30"));
     reachable("after range delete", attacker, v4);
 
-    cscli(&[
-        "decisions",
-        "add",
-        "--range",
-        "2001:db8:25::60/124",
-        "--duration",
-        "4h",
-    ]);
+    mail.ns
+        .run(|| lapi.add_decision_range("2001:db8:25::60/124", "4h", "ban"));
     let took = blocked("--range ban (IPv6)", attacker, v6);
     println!("IPv6 --range ban enforced after {took:?}");
     reachable("clean IPv6 client outside the range", client, v6);
-    cscli(&["decisions", "delete", "--range", "2001:db8:25::60/124"]);
+    mail.ns
+        .run(|| lapi.delete_decisions_range("2001:db8:25::60/124"));
     reachable("after IPv6 range delete", attacker, v6);
 
-    cscli(&[
-        "decisions",
-        "add",
-        "--ip",
-        "2001:db8:25::66",
-        "--duration",
-        "5s",
-    ]);
+    mail.ns
+        .run(|| lapi.add_decision_ip("2001:db8:25::66", "5s", "ban"));
     blocked("5 s IPv6 ban", attacker, v6);
     let start = Instant::now();
     until(
@@ -187,16 +154,8 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
         start.elapsed()
     );
 
-    cscli(&[
-        "decisions",
-        "add",
-        "--ip",
-        "203.0.113.66",
-        "--duration",
-        "4h",
-        "--type",
-        "captcha",
-    ]);
+    mail.ns
+        .run(|| lapi.add_decision_ip("203.0.113.66", "4h", "captcha"));
     std::thread::sleep(WITHIN);
     assert!(
         connects(attacker, v4, 25, Duration::from_secs(1)),
@@ -209,13 +168,8 @@ fn enforcement_survives_a_lapi_restart() {
     if !privileged("enforcement_survives_a_lapi_restart") {
         return;
     }
-    let lan = Lan::new(&[
-        ("203.0.113.25", "2001:db8:25::25"),
-        ("203.0.113.66", "2001:db8:25::66"),
-    ]);
-    let [mail, attacker] = &lan.hosts[..] else {
-        unreachable!()
-    };
+    let lan = Lan::mail_scene();
+    let (mail, attacker, _) = lan.roles();
     let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));

@@ -85,14 +85,8 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     if !privileged("kill_restart_and_replace_never_let_a_banned_syn_through") {
         return;
     }
-    let lan = Lan::new(&[
-        ("203.0.113.25", "2001:db8:25::25"),
-        ("203.0.113.66", "2001:db8:25::66"),
-        ("203.0.113.10", "2001:db8:25::10"),
-    ]);
-    let [mail, attacker, client] = &lan.hosts[..] else {
-        unreachable!()
-    };
+    let lan = Lan::mail_scene();
+    let (mail, attacker, client) = lan.roles();
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-restarts"));
     mail.ns

@@ -15,14 +15,8 @@ use blocker_tests::{
 const TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn banned_client_is_refused_on_mail_ports_only(mode: AttachMode) {
-    let lan = Lan::new(&[
-        ("203.0.113.25", "2001:db8:25::25"),
-        ("203.0.113.66", "2001:db8:25::66"),
-        ("203.0.113.10", "2001:db8:25::10"),
-    ]);
-    let [mail, attacker, client] = &lan.hosts[..] else {
-        unreachable!()
-    };
+    let lan = Lan::mail_scene();
+    let (mail, attacker, client) = lan.roles();
     let now = blocker::clock::now_ns();
     let mut program = Program::load();
     program.install(&World {

@@ -25,7 +25,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use blocker_tests::{
     lapi::Lapi,
-    netns::{Host, Lan, Listeners},
+    netns::{ATTACKER, Host, Lan, Listeners},
 };
 
 /// Steps narrated as `[n/STEPS]`.
@@ -46,9 +46,6 @@ const START_WITHIN: Duration = Duration::from_secs(15);
 /// How long blocker may take to stop after `SIGTERM` before it is killed.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 
-const MAIL: (&str, &str) = ("203.0.113.25", "2001:db8:25::25");
-const ATTACKER: (&str, &str) = ("203.0.113.66", "2001:db8:25::66");
-const CLIENT: (&str, &str) = ("203.0.113.10", "2001:db8:25::10");
 /// The IPv6 ban: a /124 around the attacker (`::60` to `::6f`), not the client nor the mail
 /// host.
 const ATTACKER_V6_RANGE: &str = "2001:db8:25::60/124";
@@ -77,10 +74,8 @@ fn demo() -> Result<()> {
         1,
         "Building a small network: three hosts on one switch (a Linux bridge)",
     );
-    let lan = Lan::new(&[MAIL, ATTACKER, CLIENT]);
-    let [mail, attacker, client] = &lan.hosts[..] else {
-        unreachable!("three hosts were asked for")
-    };
+    let lan = Lan::mail_scene();
+    let (mail, attacker, client) = lan.roles();
     for (host, role) in [
         (mail, "mail host"),
         (attacker, "attacker"),
