@@ -6,14 +6,16 @@
 
 /// Map names, so both sides name a map the same way (like xdp-tools' `common_kern_user.h`).
 pub mod map {
-    /// Banned IPv4 single addresses (/32): a hash, so the bulk of a block list costs a hash
-    /// lookup whatever its size.
+    /// Banned IPv4 single addresses (/32): an open-addressed [`table`](crate::table) of
+    /// [`BucketV4`](crate::BucketV4), so the bulk of a block list costs one cache line
+    /// whatever its size.
     pub const BANNED_V4_ADDRS: &str = "BANNED_V4_ADDRS";
-    /// Banned IPv4 ranges (/0../31): an LPM trie.
+    /// Banned IPv4 ranges (/0../31), and single addresses the table had no room for: an LPM
+    /// trie.
     pub const BANNED_V4_RANGES: &str = "BANNED_V4_RANGES";
-    /// Banned IPv6 single addresses (/128).
+    /// Banned IPv6 single addresses (/128): a table of [`BucketV6`](crate::BucketV6).
     pub const BANNED_V6_ADDRS: &str = "BANNED_V6_ADDRS";
-    /// Banned IPv6 ranges (/0../127).
+    /// Banned IPv6 ranges (/0../127), and overflow single addresses.
     pub const BANNED_V6_RANGES: &str = "BANNED_V6_RANGES";
     /// Allow-listed IPv4 prefixes: an LPM trie; the allow list always wins over a ban.
     pub const ALLOW_V4: &str = "ALLOW_V4";
@@ -41,8 +43,10 @@ pub mod map {
 
 /// Default capacities. Single addresses are the bulk of real block lists, ranges are few.
 pub mod capacity {
-    /// Entries in each single-address hash (per family).
-    pub const ADDRS: u32 = 1 << 21;
+    /// Buckets of the IPv4 address table: 2^18 × 8 slots (2 Mi addresses, 16 MiB).
+    pub const V4_BUCKETS: u32 = 1 << 18;
+    /// Buckets of the IPv6 address table: 2^19 × 3 slots (1.5 Mi addresses, 32 MiB).
+    pub const V6_BUCKETS: u32 = 1 << 19;
     /// Entries in each range trie (per family).
     pub const RANGES: u32 = 1 << 18;
     /// Entries in each allow-list trie (per family).
@@ -137,6 +141,11 @@ pub mod flags {
     pub const ALLOW_V4: u32 = 2;
     /// The IPv6 allow list is not empty.
     pub const ALLOW_V6: u32 = 4;
+    /// The IPv4 range trie is not empty: a source the address table does not ban is looked
+    /// up there only then.
+    pub const RANGES_V4: u32 = 8;
+    /// The IPv6 range trie is not empty.
+    pub const RANGES_V6: u32 = 16;
 }
 
 /// Run-time settings of the program, one slot in `SETTINGS`.
@@ -144,8 +153,156 @@ pub mod flags {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
     pub flags: u32,
-    /// Keeps the struct's size a multiple of 8 with no implicit padding.
-    pub reserved: u32,
+    /// Seed of the address tables' hash, drawn by the daemon before the first insert and never
+    /// changed while a table holds anything (a guessable hash would let addresses be chosen
+    /// to pile up in one bucket).
+    pub hash_seed: u32,
+    /// Buckets of the IPv4 table minus one (a power of two minus one). The tables' sizes are
+    /// set at load, so the program reads them here.
+    pub v4_bucket_mask: u32,
+    /// Buckets of the IPv6 table minus one.
+    pub v6_bucket_mask: u32,
+}
+
+/// One slot of an address table: a `tag` saying what the slot holds ([`table`] has the
+/// encoding), and the address as `W` 32-bit words in the packet's byte order (the words' own
+/// byte order is the machine's: only the kernel and the daemon of one machine share them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot<const W: usize> {
+    pub tag: u32,
+    pub addr: [u32; W],
+}
+
+/// A bucket of an address table: `K` slots and `P` words of padding, one 64-byte cache line
+/// (an mmapable array's values start page-aligned).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bucket<const W: usize, const K: usize, const P: usize> {
+    pub slots: [Slot<W>; K],
+    pub pad: [u32; P],
+}
+
+/// 8 IPv4 slots of 8 bytes.
+pub type BucketV4 = Bucket<1, 8, 0>;
+/// 3 IPv6 slots of 20 bytes, and 4 bytes of padding.
+pub type BucketV6 = Bucket<4, 3, 1>;
+
+/// The single-address tables: open addressing over buckets of one cache line each, in an
+/// mmapable array that the daemon writes through shared memory.
+///
+/// Why not a BPF hash: its bucket array alone is 16 bytes per entry of capacity, reached through
+/// one pointer and then the element through another, two or three cache (and TLB) misses per
+/// lookup once the sources are many. Here a lookup reads one line, sometimes the next.
+///
+/// An address lives in its home bucket (`hash & mask`) or one of the next
+/// [`PROBE_BUCKETS`](table::PROBE_BUCKETS) - 1; one that finds no room there goes to the
+/// range trie as a /32 or /128 instead. A slot's `tag` is 0 while it was never used: a
+/// bucket with such a slot ends a lookup, since nothing was ever pushed past it. Removal
+/// leaves a [`TOMBSTONE`](table::TOMBSTONE) (keeps lookups going past it), which the daemon
+/// reuses for another address only after a quiet second.
+///
+/// Concurrency, with no lock: the program reads a slot's tag, then (if it is live) its
+/// address. The daemon writes an address only into a slot whose tag is 0 or a tombstone
+/// nobody has matched for a second, and then stores the tag, so a reader that sees a live tag
+/// sees the address written before it. Changing a live entry's expiry is one 4-byte store.
+pub mod table {
+    /// Buckets a lookup walks at most, from the home bucket on.
+    pub const PROBE_BUCKETS: u32 = 4;
+    /// A removed entry: occupied for probing, never live, address kept.
+    pub const TOMBSTONE: u32 = 1;
+    /// Bits of a tag that hold the origin slot.
+    pub const ORIGIN_BITS: u32 = 3;
+    /// The expiry's unit is 2^30 ns (1.07 s): the tag holds expiry >> 30, rounded up, so a
+    /// single-address ban ends in the kernel at most that much late, never early (the daemon
+    /// removes it on time while it runs).
+    pub const EXPIRY_SHIFT: u32 = 30;
+    /// The largest expiry a tag holds (in units): a ban that never ends. 2^29 units of 1.07 s
+    /// are 18 years of uptime.
+    pub const NEVER: u32 = u32::MAX >> ORIGIN_BITS;
+
+    /// The tag of a live entry ending at `expires_at_ns` (`CLOCK_MONOTONIC`), from `origin`.
+    #[must_use]
+    pub const fn tag(expires_at_ns: u64, origin: u32) -> u32 {
+        let units = if expires_at_ns == u64::MAX {
+            NEVER
+        } else {
+            let units = expires_at_ns.div_ceil(1 << EXPIRY_SHIFT);
+            if units >= NEVER as u64 {
+                NEVER
+            } else {
+                // At least 1: a unit of 0 is the tombstone's.
+                #[expect(clippy::cast_possible_truncation, reason = "below NEVER")]
+                let units = units as u32;
+                if units == 0 { 1 } else { units }
+            }
+        };
+        units << ORIGIN_BITS | (origin & ((1 << ORIGIN_BITS) - 1))
+    }
+
+    /// When an entry with `tag` ends, in `CLOCK_MONOTONIC` ns (`u64::MAX` for never).
+    #[must_use]
+    pub const fn expires_at_ns(tag: u32) -> u64 {
+        match tag >> ORIGIN_BITS {
+            NEVER => u64::MAX,
+            units => (units as u64) << EXPIRY_SHIFT,
+        }
+    }
+
+    /// The origin slot of a tag.
+    #[must_use]
+    pub const fn origin(tag: u32) -> u32 {
+        tag & ((1 << ORIGIN_BITS) - 1)
+    }
+
+    /// Whether an entry with `tag` bans at `now_ns`: tags 0 and tombstones never do.
+    #[inline(always)]
+    #[must_use]
+    pub const fn live(tag: u32, now_ns: u64) -> bool {
+        (tag >> ORIGIN_BITS) as u64 > now_ns >> EXPIRY_SHIFT
+    }
+
+    /// murmur3's 32-bit finaliser: every input bit moves every output bit.
+    #[inline(always)]
+    const fn mix(mut x: u32) -> u32 {
+        x ^= x >> 16;
+        x = x.wrapping_mul(0x85eb_ca6b);
+        x ^= x >> 13;
+        x = x.wrapping_mul(0xc2b2_ae35);
+        x ^ x >> 16
+    }
+
+    /// An address's bytes as a slot holds them: `W` words of 4 bytes each (`N` = 4 `W`).
+    #[inline(always)]
+    #[must_use]
+    pub fn words<const N: usize, const W: usize>(addr: &[u8; N]) -> [u32; W] {
+        let mut words = [0; W];
+        let mut i = 0;
+        while i < W {
+            words[i] = u32::from_ne_bytes([
+                addr[4 * i],
+                addr[4 * i + 1],
+                addr[4 * i + 2],
+                addr[4 * i + 3],
+            ]);
+            i += 1;
+        }
+        words
+    }
+
+    /// The home bucket of an address under `seed`: each word is mixed in turn, so whether two
+    /// addresses collide depends on the seed.
+    #[inline(always)]
+    #[must_use]
+    pub fn home<const W: usize>(addr: &[u32; W], seed: u32, mask: u32) -> u32 {
+        let mut h = seed;
+        let mut i = 0;
+        while i < W {
+            h = mix(h ^ addr[i]);
+            i += 1;
+        }
+        h & mask
+    }
 }
 
 /// Words in the `PROTECTED_PORTS` bitmap.
@@ -174,7 +331,9 @@ pub struct FamilyStats {
 
 const _: () = assert!(core::mem::size_of::<FamilyStats>() == 8 * (4 + 3 * origin::COUNT));
 const _: () = assert!(core::mem::size_of::<BanEntry>() == 16);
-const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 16);
+const _: () = assert!(core::mem::size_of::<BucketV4>() == 64);
+const _: () = assert!(core::mem::size_of::<BucketV6>() == 64);
 const _: () = assert!(core::mem::size_of::<AllowEntry>() == 4);
 
 #[cfg(feature = "user")]
@@ -184,4 +343,5 @@ mod user {
     unsafe impl aya::Pod for super::AllowEntry {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::FamilyStats {}
+    unsafe impl<const W: usize, const K: usize, const P: usize> aya::Pod for super::Bucket<W, K, P> {}
 }

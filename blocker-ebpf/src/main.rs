@@ -12,24 +12,26 @@ mod parse;
 mod verdict;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, xdp_action},
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
-use blocker_common::{AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, capacity, family};
+use blocker_common::{
+    AllowEntry, BanEntry, BucketV4, BucketV6, FamilyStats, PORT_WORDS, Settings, capacity, family,
+};
 use parse::{Parsed, classify};
 use verdict::Judgement;
 
 #[map]
-static BANNED_V4_ADDRS: HashMap<[u8; 4], BanEntry> =
-    HashMap::with_max_entries(capacity::ADDRS, BPF_F_NO_PREALLOC);
+static BANNED_V4_ADDRS: Array<BucketV4> =
+    Array::with_max_entries(capacity::V4_BUCKETS, BPF_F_MMAPABLE);
 #[map]
 static BANNED_V4_RANGES: LpmTrie<[u8; 4], BanEntry> =
     LpmTrie::with_max_entries(capacity::RANGES, BPF_F_NO_PREALLOC);
 #[map]
-static BANNED_V6_ADDRS: HashMap<[u8; 16], BanEntry> =
-    HashMap::with_max_entries(capacity::ADDRS, BPF_F_NO_PREALLOC);
+static BANNED_V6_ADDRS: Array<BucketV6> =
+    Array::with_max_entries(capacity::V6_BUCKETS, BPF_F_MMAPABLE);
 #[map]
 static BANNED_V6_RANGES: LpmTrie<[u8; 16], BanEntry> =
     LpmTrie::with_max_entries(capacity::RANGES, BPF_F_NO_PREALLOC);

@@ -1,15 +1,17 @@
 //! Looks a source up in the ban maps, then the allow list.
 //!
-//! Single addresses live in a hash (one lookup whatever the list size), ranges in an LPM trie.
-//! An entry carries its own expiry: the program ignores an expired one, so bans end on time
-//! even while the daemon is down. The clock is read only once an entry is found (a clean SYN
-//! never pays for it), and the allow list is looked up only where it holds anything.
+//! Single addresses live in an open-addressed table (one cache line per lookup whatever the
+//! list size, see `blocker_common::table`), ranges in an LPM trie, looked up only when the
+//! table has no live entry and the trie holds anything. An entry carries its own expiry: the
+//! program ignores an expired one, so bans end on time even while the daemon is down. The
+//! clock is read only once an entry is found (a clean SYN never pays for it), and the allow
+//! list is looked up only where it holds anything.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns,
-    maps::{HashMap, LpmTrie, lpm_trie::Key},
+    maps::{Array, LpmTrie, lpm_trie::Key},
 };
-use blocker_common::{AllowEntry, BanEntry, flags};
+use blocker_common::{AllowEntry, BanEntry, Bucket, Settings, flags, table};
 
 use crate::{
     ALLOW_V4, ALLOW_V6, BANNED_V4_ADDRS, BANNED_V4_RANGES, BANNED_V6_ADDRS, BANNED_V6_RANGES,
@@ -40,25 +42,30 @@ pub enum Judgement {
     },
 }
 
-/// The ban and allow maps of one address family.
-struct Family<const N: usize> {
-    addrs: &'static HashMap<[u8; N], BanEntry>,
+/// The ban and allow maps of one address family: addresses of `N` bytes, held in the table
+/// as `W` words, `K` slots to a bucket (and `P` words of padding).
+struct Family<const N: usize, const W: usize, const K: usize, const P: usize> {
+    addrs: &'static Array<Bucket<W, K, P>>,
     ranges: &'static LpmTrie<[u8; N], BanEntry>,
     allow: &'static LpmTrie<[u8; N], AllowEntry>,
+    /// The `Settings` flag saying `ranges` holds anything.
+    ranges_flag: u32,
     /// The `Settings` flag saying `allow` holds anything.
     allow_flag: u32,
 }
 
-const V4: Family<4> = Family {
+const V4: Family<4, 1, 8, 0> = Family {
     addrs: &BANNED_V4_ADDRS,
     ranges: &BANNED_V4_RANGES,
     allow: &ALLOW_V4,
+    ranges_flag: flags::RANGES_V4,
     allow_flag: flags::ALLOW_V4,
 };
-const V6: Family<16> = Family {
+const V6: Family<16, 4, 3, 1> = Family {
     addrs: &BANNED_V6_ADDRS,
     ranges: &BANNED_V6_RANGES,
     allow: &ALLOW_V6,
+    ranges_flag: flags::RANGES_V6,
     allow_flag: flags::ALLOW_V6,
 };
 
@@ -71,28 +78,28 @@ fn now() -> u64 {
 
 #[inline(always)]
 pub fn judge(source: Source, undecidable: bool) -> Judgement {
+    let settings = SETTINGS.get(0).copied().unwrap_or_default();
     match source {
-        Source::V4(addr) => V4.judge(addr, undecidable),
+        Source::V4(addr) => V4.judge(addr, &settings, undecidable),
         // `::ffff:a.b.c.d` is an IPv4 client on a dual-stack socket: judge it as IPv4.
         Source::V6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, a, b, c, d]) => {
-            V4.judge([a, b, c, d], undecidable)
+            V4.judge([a, b, c, d], &settings, undecidable)
         }
-        Source::V6(addr) => V6.judge(addr, undecidable),
+        Source::V6(addr) => V6.judge(addr, &settings, undecidable),
     }
 }
 
-impl<const N: usize> Family<N> {
+impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W, K, P> {
     #[inline(always)]
-    fn judge(&self, addr: [u8; N], undecidable: bool) -> Judgement {
-        let Some(origin) = self.banned_origin(addr) else {
+    fn judge(&self, addr: [u8; N], settings: &Settings, undecidable: bool) -> Judgement {
+        let Some(origin) = self.banned_origin(addr, settings) else {
             return Judgement::Clean { undecidable };
         };
-        let settings = SETTINGS.get(0).map_or(0, |s| s.flags);
         #[expect(clippy::cast_possible_truncation, reason = "N is 4 or 16")]
         let full = (N * 8) as u32;
-        if settings & self.allow_flag != 0 && self.allow.get(Key::new(full, addr)).is_some() {
+        if settings.flags & self.allow_flag != 0 && self.allow.get(Key::new(full, addr)).is_some() {
             Judgement::Allowlisted { undecidable }
-        } else if settings & flags::OBSERVE != 0 {
+        } else if settings.flags & flags::OBSERVE != 0 {
             Judgement::Observed {
                 origin,
                 undecidable,
@@ -106,18 +113,26 @@ impl<const N: usize> Family<N> {
     }
 
     /// The origin of a live ban covering `addr`, if any. The clock is read once, and only
-    /// after a hit: a clean source costs two lookups and nothing more.
+    /// after a hit: a clean source costs a table lookup (and a trie lookup if there are
+    /// ranges) and nothing more.
     #[inline(always)]
-    fn banned_origin(&self, addr: [u8; N]) -> Option<u32> {
+    fn banned_origin(&self, addr: [u8; N], settings: &Settings) -> Option<u32> {
         #[expect(clippy::cast_possible_truncation, reason = "N is 4 or 16")]
         let full = (N * 8) as u32;
-        // SAFETY: the hash is BPF_F_NO_PREALLOC, so an entry is never reused under us.
-        if let Some(entry) = unsafe { self.addrs.get(addr) } {
+        let ranges = settings.flags & self.ranges_flag != 0;
+        if let Some(tag) = self.table_tag(&table::words(&addr), settings) {
             let now = now();
-            if entry.expires_at_ns > now {
-                return Some(entry.origin);
+            if table::live(tag, now) {
+                return Some(table::origin(tag));
             }
-            return self.live_range(addr, full, now);
+            return if ranges {
+                self.live_range(addr, full, now)
+            } else {
+                None
+            };
+        }
+        if !ranges {
+            return None;
         }
         let entry = self.ranges.get(Key::new(full, addr))?;
         let now = now();
@@ -125,6 +140,39 @@ impl<const N: usize> Family<N> {
             return Some(entry.origin);
         }
         self.live_range(addr, entry.prefix_len.min(full).checked_sub(1)?, now)
+    }
+
+    /// The tag of `addr`'s slot in the address table (live, expired or a tombstone), if it
+    /// has one.
+    #[inline(always)]
+    fn table_tag(&self, addr: &[u32; W], settings: &Settings) -> Option<u32> {
+        let mask = if N == 4 {
+            settings.v4_bucket_mask
+        } else {
+            settings.v6_bucket_mask
+        };
+        let mut index = table::home(addr, settings.hash_seed, mask);
+        for _ in 0..table::PROBE_BUCKETS {
+            let bucket = self.addrs.get(index)?;
+            let mut open = false;
+            for slot in &bucket.slots {
+                // The tag before the address, both as real loads in that order: the daemon
+                // writes an address before the tag that makes it live (`table`'s protocol).
+                // SAFETY: reads of a map value the lookup just returned.
+                let tag = unsafe { core::ptr::read_volatile(&raw const slot.tag) };
+                if tag == 0 {
+                    open = true;
+                } else if unsafe { core::ptr::read_volatile(&raw const slot.addr) } == *addr {
+                    return Some(tag);
+                }
+            }
+            // Nothing is ever placed past a bucket that still has a never-used slot.
+            if open {
+                return None;
+            }
+            index = (index + 1) & mask;
+        }
+        None
     }
 
     /// The origin of the longest live range of at most `len` bits covering `addr`.

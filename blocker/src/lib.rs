@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod notify;
 pub mod state;
 pub mod sync;
+pub mod table;
 pub mod usage;
 
 /// The compiled XDP program, embedded at build time.

@@ -1,16 +1,25 @@
 //! The XDP program's maps, typed: bans, allow list, protected ports, settings and counters.
 //!
-//! Single addresses (/32, /128) go to a hash, every shorter prefix to an LPM trie; callers
-//! speak `IpNet` and never see the split.
+//! Single addresses (/32, /128) go to an address table (`table`), every shorter prefix, and an
+//! address the table has no room for, to an LPM trie; callers speak `IpNet` and never see the
+//! split.
 
-use std::net::IpAddr;
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Instant,
+};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
-use blocker_common::{AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, family, flags, map};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use blocker_common::{
+    AllowEntry, BanEntry, FamilyStats, PORT_WORDS, Settings, family, flags, map, table,
+};
+use ipnet::IpNet;
+
+use crate::table::{Table, TableError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -24,6 +33,12 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
+    #[error(
+        "map {name} is not an address table (pinned by an older blocker? `blocker detach` removes old pins)"
+    )]
+    NotATable { name: &'static str },
+    #[error(transparent)]
+    Table(#[from] TableError),
     #[error("map {name}: {action} failed")]
     Map {
         name: &'static str,
@@ -51,10 +66,12 @@ pub struct Ban {
 
 /// Handles on every map of a loaded (or pinned) program.
 pub struct KernelMaps {
-    v4_addrs: HashMap<MapData, [u8; 4], BanEntry>,
+    v4_addrs: Table<1, 8, 0>,
     v4_ranges: LpmTrie<MapData, [u8; 4], BanEntry>,
-    v6_addrs: HashMap<MapData, [u8; 16], BanEntry>,
+    v6_addrs: Table<4, 3, 1>,
     v6_ranges: LpmTrie<MapData, [u8; 16], BanEntry>,
+    /// Single addresses held in a range trie because their table probe was full.
+    overflow: HashSet<IpNet>,
     allow_v4: LpmTrie<MapData, [u8; 4], AllowEntry>,
     allow_v6: LpmTrie<MapData, [u8; 16], AllowEntry>,
     ports: Array<MapData, u64>,
@@ -71,94 +88,186 @@ fn take<T: TryFrom<Map, Error = MapError>>(
 }
 
 impl KernelMaps {
-    /// Takes the maps out of a freshly loaded object.
+    /// Takes the maps out of a freshly loaded object (whose maps may be pins a previous daemon
+    /// left), and gives fresh address tables their hash seed.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
-        Ok(Self {
-            v4_addrs: take(ebpf, map::BANNED_V4_ADDRS)?,
-            v4_ranges: take(ebpf, map::BANNED_V4_RANGES)?,
-            v6_addrs: take(ebpf, map::BANNED_V6_ADDRS)?,
-            v6_ranges: take(ebpf, map::BANNED_V6_RANGES)?,
-            allow_v4: take(ebpf, map::ALLOW_V4)?,
-            allow_v6: take(ebpf, map::ALLOW_V6)?,
-            ports: take(ebpf, map::PROTECTED_PORTS)?,
-            settings: take(ebpf, map::SETTINGS)?,
-            stats: take(ebpf, map::STATS)?,
-        })
+        let table_map = |ebpf: &mut Ebpf, name: &'static str| match ebpf.take_map(name) {
+            Some(Map::Array(data)) => Ok(data),
+            Some(_) => Err(MapsError::NotATable { name }),
+            None => Err(MapsError::Missing { name }),
+        };
+        let v4 = table_map(ebpf, map::BANNED_V4_ADDRS)?;
+        let v6 = table_map(ebpf, map::BANNED_V6_ADDRS)?;
+        let mut maps = Self::assemble(
+            v4,
+            take(ebpf, map::BANNED_V4_RANGES)?,
+            v6,
+            take(ebpf, map::BANNED_V6_RANGES)?,
+            take(ebpf, map::ALLOW_V4)?,
+            take(ebpf, map::ALLOW_V6)?,
+            take(ebpf, map::PROTECTED_PORTS)?,
+            take(ebpf, map::SETTINGS)?,
+            take(ebpf, map::STATS)?,
+        )?;
+        let mut settings = maps.settings()?;
+        if settings.hash_seed == 0 && maps.v4_addrs.never_used() && maps.v6_addrs.never_used() {
+            settings.hash_seed = rand::random::<u32>() | 1;
+            maps.v4_addrs.reseed(settings.hash_seed);
+            maps.v6_addrs.reseed(settings.hash_seed);
+        }
+        settings.v4_bucket_mask = maps.v4_addrs.mask();
+        settings.v6_bucket_mask = maps.v6_addrs.mask();
+        maps.write_settings(settings)?;
+        maps.mark_lists()?;
+        Ok(maps)
     }
 
     /// Opens the maps a daemon pinned in `dir` (for `status`, `list`, `check`; works whether
     /// the daemon runs or not).
     pub fn from_pins(dir: &std::path::Path) -> Result<Self, MapsError> {
+        fn pinned(dir: &std::path::Path, name: &'static str) -> Result<MapData, MapsError> {
+            let path = dir.join(name);
+            MapData::from_pin(&path).map_err(|source| MapsError::Pinned { path, source })
+        }
         fn open<T: TryFrom<Map, Error = MapError>>(
             dir: &std::path::Path,
             name: &'static str,
             wrap: fn(MapData) -> Map,
         ) -> Result<T, MapsError> {
-            let path = dir.join(name);
-            let data = MapData::from_pin(&path).map_err(|source| MapsError::Pinned {
-                path: path.clone(),
-                source,
-            })?;
-            T::try_from(wrap(data)).map_err(op(name, "open"))
+            T::try_from(wrap(pinned(dir, name)?)).map_err(op(name, "open"))
         }
-        Ok(Self {
-            v4_addrs: open(dir, map::BANNED_V4_ADDRS, Map::HashMap)?,
-            v4_ranges: open(dir, map::BANNED_V4_RANGES, Map::LpmTrie)?,
-            v6_addrs: open(dir, map::BANNED_V6_ADDRS, Map::HashMap)?,
-            v6_ranges: open(dir, map::BANNED_V6_RANGES, Map::LpmTrie)?,
-            allow_v4: open(dir, map::ALLOW_V4, Map::LpmTrie)?,
-            allow_v6: open(dir, map::ALLOW_V6, Map::LpmTrie)?,
-            ports: open(dir, map::PROTECTED_PORTS, Map::Array)?,
-            settings: open(dir, map::SETTINGS, Map::Array)?,
-            stats: open(dir, map::STATS, Map::PerCpuArray)?,
-        })
+        Self::assemble(
+            pinned(dir, map::BANNED_V4_ADDRS)?,
+            open(dir, map::BANNED_V4_RANGES, Map::LpmTrie)?,
+            pinned(dir, map::BANNED_V6_ADDRS)?,
+            open(dir, map::BANNED_V6_RANGES, Map::LpmTrie)?,
+            open(dir, map::ALLOW_V4, Map::LpmTrie)?,
+            open(dir, map::ALLOW_V6, Map::LpmTrie)?,
+            open(dir, map::PROTECTED_PORTS, Map::Array)?,
+            open(dir, map::SETTINGS, Map::Array)?,
+            open(dir, map::STATS, Map::PerCpuArray)?,
+        )
     }
 
-    /// Bans `net` until `expires_at_ns` (the program's monotonic clock, see `clock`; `u64::MAX` for ever). Replaces any entry
-    /// for the same prefix in one update, so the prefix is never absent meanwhile.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one per map, named by the callers"
+    )]
+    fn assemble(
+        v4_addrs: MapData,
+        v4_ranges: LpmTrie<MapData, [u8; 4], BanEntry>,
+        v6_addrs: MapData,
+        v6_ranges: LpmTrie<MapData, [u8; 16], BanEntry>,
+        allow_v4: LpmTrie<MapData, [u8; 4], AllowEntry>,
+        allow_v6: LpmTrie<MapData, [u8; 16], AllowEntry>,
+        ports: Array<MapData, u64>,
+        settings: Array<MapData, Settings>,
+        stats: PerCpuArray<MapData, FamilyStats>,
+    ) -> Result<Self, MapsError> {
+        let seed = settings
+            .get(&0, 0)
+            .map_err(op(map::SETTINGS, "get"))?
+            .hash_seed;
+        let mut maps = Self {
+            v4_addrs: Table::open(map::BANNED_V4_ADDRS, v4_addrs, seed)?,
+            v4_ranges,
+            v6_addrs: Table::open(map::BANNED_V6_ADDRS, v6_addrs, seed)?,
+            v6_ranges,
+            overflow: HashSet::new(),
+            allow_v4,
+            allow_v6,
+            ports,
+            settings,
+            stats,
+        };
+        maps.overflow = maps
+            .range_bans()?
+            .into_iter()
+            .map(|ban| ban.net)
+            .filter(|net| net.prefix_len() == net.max_prefix_len())
+            .collect();
+        Ok(maps)
+    }
+
+    /// Bans `net` until `expires_at_ns` (the program's monotonic clock, see `clock`; `u64::MAX`
+    /// for ever). Replaces any entry for the same prefix in one write, so the prefix is never
+    /// absent meanwhile. A single address's kernel expiry is rounded up to the table's unit
+    /// (`table::EXPIRY_SHIFT`).
     pub fn insert_ban(&mut self, ban: Ban) -> Result<(), MapsError> {
+        let now = Instant::now();
+        let tag = table::tag(ban.expires_at_ns, ban.origin);
+        let in_table = match ban.net {
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                self.v4_addrs
+                    .insert(&table::words(&n.addr().octets()), tag, now)
+            }
+            IpNet::V6(n) if n.prefix_len() == 128 => {
+                self.v6_addrs
+                    .insert(&table::words(&n.addr().octets()), tag, now)
+            }
+            _ => false,
+        };
+        if in_table {
+            // It may have overflowed before; the trie's old entry must not outlive this one.
+            if self.overflow.remove(&ban.net) {
+                self.remove_range(ban.net)?;
+            }
+            return Ok(());
+        }
+        if ban.net.prefix_len() == ban.net.max_prefix_len() {
+            self.overflow.insert(ban.net);
+        }
         let entry = BanEntry {
             expires_at_ns: ban.expires_at_ns,
             origin: ban.origin,
             prefix_len: u32::from(ban.net.prefix_len()),
         };
         match ban.net {
-            IpNet::V4(n) if n.prefix_len() == 32 => self
-                .v4_addrs
-                .insert(n.addr().octets(), entry, 0)
-                .map_err(op(map::BANNED_V4_ADDRS, "insert")),
             IpNet::V4(n) => self
                 .v4_ranges
                 .insert(&Key::new(entry.prefix_len, n.network().octets()), entry, 0)
                 .map_err(op(map::BANNED_V4_RANGES, "insert")),
-            IpNet::V6(n) if n.prefix_len() == 128 => self
-                .v6_addrs
-                .insert(n.addr().octets(), entry, 0)
-                .map_err(op(map::BANNED_V6_ADDRS, "insert")),
             IpNet::V6(n) => self
                 .v6_ranges
                 .insert(&Key::new(entry.prefix_len, n.network().octets()), entry, 0)
                 .map_err(op(map::BANNED_V6_RANGES, "insert")),
+        }?;
+        let flag = range_flag(ban.net);
+        if self.settings()?.flags & flag == 0 {
+            self.mark_lists()?;
         }
+        Ok(())
     }
 
     /// Lifts the ban on exactly `net`. Lifting one that is not there is not an error: LAPI
     /// repeats deletions.
     pub fn remove_ban(&mut self, net: IpNet) -> Result<(), MapsError> {
+        let now = Instant::now();
+        match net {
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                self.v4_addrs.remove(&table::words(&n.addr().octets()), now);
+            }
+            IpNet::V6(n) if n.prefix_len() == 128 => {
+                self.v6_addrs.remove(&table::words(&n.addr().octets()), now);
+            }
+            _ => {}
+        }
+        let single = net.prefix_len() == net.max_prefix_len();
+        if !single || self.overflow.remove(&net) {
+            self.remove_range(net)?;
+            self.mark_lists()?;
+        }
+        Ok(())
+    }
+
+    /// Removes exactly `net` from its family's range trie; absent is fine.
+    fn remove_range(&mut self, net: IpNet) -> Result<(), MapsError> {
         let len = u32::from(net.prefix_len());
         let result = match net {
-            IpNet::V4(n) if len == 32 => self
-                .v4_addrs
-                .remove(&n.addr().octets())
-                .map_err(op(map::BANNED_V4_ADDRS, "remove")),
             IpNet::V4(n) => self
                 .v4_ranges
                 .remove(&Key::new(len, n.network().octets()))
                 .map_err(op(map::BANNED_V4_RANGES, "remove")),
-            IpNet::V6(n) if len == 128 => self
-                .v6_addrs
-                .remove(&n.addr().octets())
-                .map_err(op(map::BANNED_V6_ADDRS, "remove")),
             IpNet::V6(n) => self
                 .v6_ranges
                 .remove(&Key::new(len, n.network().octets()))
@@ -175,26 +284,31 @@ impl KernelMaps {
 
     /// Every ban the kernel holds, expired ones included.
     pub fn bans(&self) -> Result<Vec<Ban>, MapsError> {
+        let table_ban = |net: IpNet, tag: u32| Ban {
+            net,
+            expires_at_ns: table::expires_at_ns(tag),
+            origin: table::origin(tag),
+        };
+        let mut bans: Vec<Ban> =
+            self.v4_addrs
+                .entries()
+                .map(|(words, tag)| table_ban(IpNet::V4(Ipv4Addr::from(bytes(words)).into()), tag))
+                .chain(self.v6_addrs.entries().map(|(words, tag)| {
+                    table_ban(IpNet::V6(Ipv6Addr::from(bytes(words)).into()), tag)
+                }))
+                .collect();
+        bans.extend(self.range_bans()?);
+        Ok(bans)
+    }
+
+    /// The bans in the range tries (ranges, and single addresses that overflowed).
+    fn range_bans(&self) -> Result<Vec<Ban>, MapsError> {
         let mut bans = Vec::new();
         let ban = |net: IpNet, e: BanEntry| Ban {
             net,
             expires_at_ns: e.expires_at_ns,
             origin: e.origin,
         };
-        for item in &self.v4_addrs {
-            let (addr, e) = item.map_err(op(map::BANNED_V4_ADDRS, "iterate"))?;
-            bans.push(ban(
-                IpNet::V4(Ipv4Net::from(std::net::Ipv4Addr::from(addr))),
-                e,
-            ));
-        }
-        for item in &self.v6_addrs {
-            let (addr, e) = item.map_err(op(map::BANNED_V6_ADDRS, "iterate"))?;
-            bans.push(ban(
-                IpNet::V6(Ipv6Net::from(std::net::Ipv6Addr::from(addr))),
-                e,
-            ));
-        }
         for item in &self.v4_ranges {
             let (key, e) = item.map_err(op(map::BANNED_V4_RANGES, "iterate"))?;
             bans.push(ban(net_of(IpAddr::from(key.data()), key.prefix_len()), e));
@@ -220,19 +334,30 @@ impl KernelMaps {
                 .insert(&Key::new(len, n.network().octets()), entry, 0)
                 .map_err(op(map::ALLOW_V6, "insert")),
         }?;
-        self.mark_allow_lists()
+        self.mark_lists()
     }
 
-    /// Tells the program which allow lists hold anything (it skips empty ones).
-    fn mark_allow_lists(&mut self) -> Result<(), MapsError> {
+    /// Tells the program which range tries and allow lists hold anything (it skips empty
+    /// ones).
+    fn mark_lists(&mut self) -> Result<(), MapsError> {
         let mut settings = self.settings()?;
-        settings.flags &= !(flags::ALLOW_V4 | flags::ALLOW_V6);
-        if self.allow_v4.keys().next().is_some() {
-            settings.flags |= flags::ALLOW_V4;
+        let held = [
+            (flags::RANGES_V4, self.v4_ranges.keys().next().is_some()),
+            (flags::RANGES_V6, self.v6_ranges.keys().next().is_some()),
+            (flags::ALLOW_V4, self.allow_v4.keys().next().is_some()),
+            (flags::ALLOW_V6, self.allow_v6.keys().next().is_some()),
+        ];
+        for (flag, holds) in held {
+            settings.flags = if holds {
+                settings.flags | flag
+            } else {
+                settings.flags & !flag
+            };
         }
-        if self.allow_v6.keys().next().is_some() {
-            settings.flags |= flags::ALLOW_V6;
-        }
+        self.write_settings(settings)
+    }
+
+    fn write_settings(&mut self, settings: Settings) -> Result<(), MapsError> {
         self.settings
             .set(0, settings, 0)
             .map_err(op(map::SETTINGS, "set"))
@@ -258,7 +383,7 @@ impl KernelMaps {
             }) => Ok(()),
             other => other,
         }?;
-        self.mark_allow_lists()
+        self.mark_lists()
     }
 
     /// The allow-listed prefixes.
@@ -314,9 +439,7 @@ impl KernelMaps {
         } else {
             settings.flags & !flags::OBSERVE
         };
-        self.settings
-            .set(0, settings, 0)
-            .map_err(op(map::SETTINGS, "set"))
+        self.write_settings(settings)
     }
 
     pub fn settings(&self) -> Result<Settings, MapsError> {
@@ -346,6 +469,23 @@ fn add_stats(total: &mut FamilyStats, more: &FamilyStats) {
         total.dropped_bytes[slot] += more.dropped_bytes[slot];
         total.observed_packets[slot] += more.observed_packets[slot];
     }
+}
+
+/// The flag saying `net`'s family has ranges.
+fn range_flag(net: IpNet) -> u32 {
+    match net {
+        IpNet::V4(_) => flags::RANGES_V4,
+        IpNet::V6(_) => flags::RANGES_V6,
+    }
+}
+
+/// A table slot's words back as address bytes.
+fn bytes<const W: usize, const N: usize>(words: [u32; W]) -> [u8; N] {
+    let mut out = [0; N];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    out
 }
 
 fn net_of(addr: IpAddr, prefix_len: u32) -> IpNet {

@@ -1,0 +1,433 @@
+//! The daemon's side of an address table (`blocker_common::table`): the XDP program's mmapable
+//! array, mapped into the daemon, written slot by slot with plain stores, no system call.
+//!
+//! Writes follow the table's protocol: an address is written only into a slot whose tag is 0 or
+//! a tombstone that has been quiet for [`QUIET`], and the tag that makes it live is stored
+//! after it (release). Changing a live entry is one tag store, so a ban that stays is never
+//! absent, not even for a moment.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    os::fd::AsFd as _,
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use aya::maps::MapData;
+use blocker_common::{Bucket, Slot, table};
+
+/// How long a tombstone stays unused before another address may take its slot: far longer
+/// than any program run that may have read the old address, so none can pair it with the new
+/// tag.
+pub const QUIET: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("cannot read the size of map {name}")]
+    Info {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {name} has {buckets} buckets; an address table needs a power of two")]
+    Size { name: &'static str, buckets: u32 },
+    #[error(
+        "cannot map {name} into memory (an mmapable array map is needed; was it pinned by an older blocker? `blocker detach` removes old pins)"
+    )]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the buckets live: the kernel's map, mapped here, or (unit tests) the heap.
+enum Memory {
+    Mapped {
+        /// Keeps the map open as long as it is mapped.
+        _map: MapData,
+        len: usize,
+    },
+    #[cfg(test)]
+    Heap(Box<[u8]>),
+}
+
+/// An address table of buckets of `K` slots of `W`-word addresses (and `P` words of padding).
+pub struct Table<const W: usize, const K: usize, const P: usize> {
+    name: &'static str,
+    buckets: NonNull<Bucket<W, K, P>>,
+    mask: u32,
+    seed: u32,
+    memory: Memory,
+    /// Tombstones not yet quiet: when each was made, oldest first, and by slot.
+    quarantine: VecDeque<(Instant, usize)>,
+    tombstoned_at: HashMap<usize, Instant>,
+}
+
+// SAFETY: the table owns its mapping; every access goes through `&self`/`&mut self`, and the
+// tags are only touched atomically.
+unsafe impl<const W: usize, const K: usize, const P: usize> Send for Table<W, K, P> {}
+
+impl<const W: usize, const K: usize, const P: usize> Drop for Table<W, K, P> {
+    fn drop(&mut self) {
+        match self.memory {
+            Memory::Mapped { len, .. } => {
+                // SAFETY: the mapping made in `open`, unmapped once.
+                unsafe { libc::munmap(self.buckets.as_ptr().cast(), len) };
+            }
+            #[cfg(test)]
+            Memory::Heap(_) => {}
+        }
+    }
+}
+
+impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
+    /// Maps the table `map` (named `name`), hashed under `seed`. Tombstones found there are
+    /// quarantined as if just made: a previous daemon may have made them a moment ago.
+    pub fn open(name: &'static str, map: MapData, seed: u32) -> Result<Self, TableError> {
+        let buckets = map
+            .info()
+            .map_err(|source| TableError::Info { name, source })?
+            .max_entries();
+        if !buckets.is_power_of_two() {
+            return Err(TableError::Size { name, buckets });
+        }
+        // SAFETY: page size is always available.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = (buckets as usize * size_of::<Bucket<W, K, P>>()).next_multiple_of(page);
+        // SAFETY: a shared mapping of the map's values, as long as the kernel made them; the
+        // pointer is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd()),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(TableError::Mmap {
+                name,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let buckets_ptr = NonNull::new(ptr.cast()).expect("mmap never returns null on success");
+        Ok(Self::over(
+            name,
+            buckets_ptr,
+            buckets,
+            seed,
+            Memory::Mapped { _map: map, len },
+        ))
+    }
+
+    /// A table in ordinary memory, for unit tests of the placement logic.
+    #[cfg(test)]
+    fn in_memory(buckets: u32, seed: u32) -> Self {
+        let mut memory =
+            vec![0u8; buckets as usize * size_of::<Bucket<W, K, P>>()].into_boxed_slice();
+        let ptr = NonNull::new(memory.as_mut_ptr().cast()).expect("a box is never null");
+        assert!(
+            (ptr.as_ptr() as usize).is_multiple_of(align_of::<Bucket<W, K, P>>()),
+            "the heap aligns to at least 4"
+        );
+        Self::over("test", ptr, buckets, seed, Memory::Heap(memory))
+    }
+
+    fn over(
+        name: &'static str,
+        buckets: NonNull<Bucket<W, K, P>>,
+        count: u32,
+        seed: u32,
+        memory: Memory,
+    ) -> Self {
+        let mut table = Table {
+            name,
+            buckets,
+            mask: count - 1,
+            seed,
+            memory,
+            quarantine: VecDeque::new(),
+            tombstoned_at: HashMap::new(),
+        };
+        let now = Instant::now();
+        for slot in 0..table.slots() {
+            if is_tombstone(table.tag(slot).load(Ordering::Relaxed)) {
+                table.quarantine.push_back((now, slot));
+                table.tombstoned_at.insert(slot, now);
+            }
+        }
+        table
+    }
+
+    /// The map's name, for errors and logs.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Buckets minus one, as the program reads it from `Settings`.
+    #[must_use]
+    pub fn mask(&self) -> u32 {
+        self.mask
+    }
+
+    /// Whether no slot was ever used (a fresh map, so a new seed is safe).
+    #[must_use]
+    pub fn never_used(&self) -> bool {
+        (0..self.slots()).all(|slot| self.tag(slot).load(Ordering::Relaxed) == 0)
+    }
+
+    /// Sets the hash seed; only for a table never used.
+    pub fn reseed(&mut self, seed: u32) {
+        debug_assert!(
+            self.never_used(),
+            "reseeding a used table loses its entries"
+        );
+        self.seed = seed;
+    }
+
+    fn slots(&self) -> usize {
+        (self.mask as usize + 1) * K
+    }
+
+    fn slot(&self, slot: usize) -> *mut Slot<W> {
+        debug_assert!(slot < self.slots());
+        // SAFETY: within the mapping (slot < buckets × K); buckets are `#[repr(C)]` arrays of
+        // slots first.
+        unsafe {
+            self.buckets
+                .as_ptr()
+                .add(slot / K)
+                .cast::<Slot<W>>()
+                .add(slot % K)
+        }
+    }
+
+    fn tag(&self, slot: usize) -> &AtomicU32 {
+        // SAFETY: a live, 4-aligned u32 in the mapping, shared with the program, which only
+        // reads it; every access here is atomic.
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.slot(slot)).tag) }
+    }
+
+    fn addr(&self, slot: usize) -> [u32; W] {
+        // SAFETY: a live slot in the mapping; the program never writes it.
+        unsafe { std::ptr::read_volatile(&raw const (*self.slot(slot)).addr) }
+    }
+
+    /// The slots a lookup of `addr` walks, bucket by bucket, home first.
+    fn probe(
+        &self,
+        addr: &[u32; W],
+    ) -> impl Iterator<Item = std::ops::Range<usize>> + use<W, K, P> {
+        let home = table::home(addr, self.seed, self.mask);
+        let mask = self.mask;
+        (0..table::PROBE_BUCKETS).map(move |step| {
+            let bucket = ((home + step) & mask) as usize;
+            bucket * K..bucket * K + K
+        })
+    }
+
+    /// `addr`'s slot (live, expired or tombstone), found as the program finds it.
+    fn find(&self, addr: &[u32; W]) -> Option<usize> {
+        for bucket in self.probe(addr) {
+            let mut open = false;
+            for slot in bucket {
+                match self.tag(slot).load(Ordering::Acquire) {
+                    0 => open = true,
+                    _ if self.addr(slot) == *addr => return Some(slot),
+                    _ => {}
+                }
+            }
+            if open {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// The tag `addr` has, if it has a slot.
+    #[must_use]
+    pub fn get(&self, addr: &[u32; W]) -> Option<u32> {
+        self.find(addr)
+            .map(|slot| self.tag(slot).load(Ordering::Acquire))
+    }
+
+    /// Gives `addr` the tag `tag` (from `table::tag`): in place if it has a slot, else in the
+    /// first free one on its probe. `false` if there is none: the caller puts it elsewhere.
+    pub fn insert(&mut self, addr: &[u32; W], tag: u32, now: Instant) -> bool {
+        self.release_quiet(now);
+        let mut free = None;
+        'walk: for bucket in self.probe(addr) {
+            let mut open = false;
+            for slot in bucket {
+                let current = self.tag(slot).load(Ordering::Acquire);
+                if current != 0 && self.addr(slot) == *addr {
+                    self.tag(slot).store(tag, Ordering::Release);
+                    self.tombstoned_at.remove(&slot);
+                    return true;
+                }
+                let reusable = current == 0
+                    || is_tombstone(current) && !self.tombstoned_at.contains_key(&slot);
+                if free.is_none() && reusable {
+                    free = Some(slot);
+                }
+                open |= current == 0;
+            }
+            if open {
+                break 'walk;
+            }
+        }
+        let Some(slot) = free else {
+            return false;
+        };
+        // SAFETY: a slot no lookup can match now (tag 0, or a tombstone quiet for `QUIET`); the
+        // tag stored after it publishes it.
+        unsafe { std::ptr::write_volatile(&raw mut (*self.slot(slot)).addr, *addr) };
+        self.tag(slot).store(tag, Ordering::Release);
+        true
+    }
+
+    /// Ends `addr`'s entry, leaving a tombstone. `false` if it had no slot.
+    pub fn remove(&mut self, addr: &[u32; W], now: Instant) -> bool {
+        self.release_quiet(now);
+        let Some(slot) = self.find(addr) else {
+            return false;
+        };
+        if !is_tombstone(self.tag(slot).load(Ordering::Acquire)) {
+            self.tag(slot).store(table::TOMBSTONE, Ordering::Release);
+            self.quarantine.push_back((now, slot));
+            self.tombstoned_at.insert(slot, now);
+        }
+        true
+    }
+
+    /// Every address with an entry (live or expired, not tombstones), and its tag.
+    pub fn entries(&self) -> impl Iterator<Item = ([u32; W], u32)> + '_ {
+        (0..self.slots()).filter_map(|slot| {
+            let tag = self.tag(slot).load(Ordering::Acquire);
+            (tag != 0 && !is_tombstone(tag)).then(|| (self.addr(slot), tag))
+        })
+    }
+
+    /// Frees the tombstones that have been quiet long enough.
+    fn release_quiet(&mut self, now: Instant) {
+        while let Some(&(made, slot)) = self.quarantine.front() {
+            if now.duration_since(made) < QUIET {
+                break;
+            }
+            self.quarantine.pop_front();
+            if self.tombstoned_at.get(&slot) == Some(&made) {
+                self.tombstoned_at.remove(&slot);
+            }
+        }
+    }
+}
+
+/// A removed entry: no expiry (units 0), but not a never-used slot.
+fn is_tombstone(tag: u32) -> bool {
+    tag != 0 && tag >> table::ORIGIN_BITS == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type V4 = Table<1, 8, 0>;
+
+    const LIVE: u32 = table::tag(u64::MAX, 2);
+
+    /// Addresses that share a home bucket in a 4-bucket table under seed 7.
+    fn same_home(table: &V4, count: usize) -> Vec<[u32; 1]> {
+        let home = table::home(&[0], table.seed, table.mask);
+        (1..)
+            .map(|a| [a])
+            .filter(|a| table::home(a, table.seed, table.mask) == home)
+            .take(count)
+            .collect()
+    }
+
+    #[test]
+    fn inserts_updates_in_place_and_removes() {
+        let mut t = V4::in_memory(16, 7);
+        let now = Instant::now();
+        assert!(t.insert(&[10], LIVE, now));
+        assert_eq!(t.get(&[10]), Some(LIVE));
+        let later = table::tag(5 << 30, 1);
+        assert!(t.insert(&[10], later, now));
+        assert_eq!(t.entries().collect::<Vec<_>>(), vec![([10], later)]);
+        assert!(t.remove(&[10], now));
+        assert_eq!(t.get(&[10]), Some(table::TOMBSTONE));
+        assert_eq!(t.entries().count(), 0);
+        assert!(
+            !t.remove(&[11], now),
+            "an address never inserted has no slot"
+        );
+    }
+
+    #[test]
+    fn a_full_probe_refuses_and_lookups_walk_past_full_buckets() {
+        let mut t = V4::in_memory(16, 7);
+        let now = Instant::now();
+        let crowd = same_home(&t, 8 * 4 + 1);
+        for addr in &crowd[..32] {
+            assert!(t.insert(addr, LIVE, now), "{addr:?} fits in the probe");
+        }
+        assert!(
+            !t.insert(&crowd[32], LIVE, now),
+            "four full buckets: no room"
+        );
+        for addr in &crowd[..32] {
+            assert_eq!(
+                t.get(addr),
+                Some(LIVE),
+                "{addr:?} is found past full buckets"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tombstone_is_reused_for_another_address_only_after_a_quiet_second() {
+        let mut t = V4::in_memory(16, 7);
+        let now = Instant::now();
+        let crowd = same_home(&t, 33);
+        for addr in &crowd[..32] {
+            assert!(t.insert(addr, LIVE, now));
+        }
+        assert!(t.remove(&crowd[5], now));
+        assert!(
+            !t.insert(&crowd[32], LIVE, now + QUIET / 2),
+            "the tombstone is still quiet"
+        );
+        assert!(
+            t.insert(&crowd[5], LIVE, now + QUIET / 2),
+            "its own address takes it back at once"
+        );
+        assert!(t.remove(&crowd[5], now + QUIET / 2));
+        assert!(t.insert(&crowd[32], LIVE, now + QUIET * 2));
+        assert_eq!(t.get(&crowd[32]), Some(LIVE));
+        assert_eq!(t.get(&crowd[5]), None, "its slot now holds another address");
+    }
+
+    #[test]
+    fn tombstones_found_at_open_are_quarantined() {
+        let mut t = V4::in_memory(16, 7);
+        let now = Instant::now();
+        let crowd = same_home(&t, 33);
+        for addr in &crowd[..32] {
+            assert!(t.insert(addr, LIVE, now));
+        }
+        assert!(t.remove(&crowd[0], now));
+        // A new daemon adopting the same memory: `over` runs again.
+        let Memory::Heap(memory) = std::mem::replace(&mut t.memory, Memory::Heap(Box::new([])))
+        else {
+            unreachable!()
+        };
+        let mut adopted = V4::over("test", t.buckets, 16, 7, Memory::Heap(memory));
+        assert!(!adopted.insert(&crowd[32], LIVE, Instant::now()));
+        assert!(adopted.insert(&crowd[32], LIVE, Instant::now() + QUIET));
+    }
+}
