@@ -104,6 +104,13 @@ pub enum ConfigError {
     },
     #[error("{key} must not be 0")]
     PortZero { key: &'static str },
+    #[error("{key} is {value}; it must be between {min} and {max}")]
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
     #[error("{key} must be an absolute path, not {}", path.display())]
     RelativePath { key: &'static str, path: PathBuf },
     #[error("cannot write the configuration as yaml")]
@@ -179,6 +186,11 @@ pub struct Config {
     /// enforce (drop) or observe (count only); default enforce.
     #[serde(default)]
     mode: Mode,
+    /// Single banned addresses per family the kernel's address tables are sized for; default
+    /// 1,000,000 (16 MiB for IPv4, 32 MiB for IPv6). More still work, from the slower range
+    /// trie. Takes effect on tables made after `blocker detach`.
+    #[serde(default = "default_max_addresses")]
+    max_addresses: u32,
     /// Where maps and programs are pinned, so a restart keeps blocking; default
     /// `/sys/fs/bpf/blocker`.
     #[serde(default = "default_bpffs_dir")]
@@ -390,6 +402,13 @@ fn default_scopes() -> Vec<Scope> {
 fn default_decision_types() -> Vec<String> {
     vec!["ban".to_owned()]
 }
+
+fn default_max_addresses() -> u32 {
+    crate::loader::Capacity::default().addresses
+}
+
+/// Bounds of `max_addresses`: 16 Mi addresses already make a 512 MiB IPv6 table.
+const MAX_ADDRESSES: std::ops::RangeInclusive<u32> = 1..=1 << 24;
 
 fn default_ports() -> Vec<u16> {
     // SMTP, submissions, submission, IMAP, IMAPS, POP3, POP3S.
@@ -789,6 +808,14 @@ impl Config {
             return Err(ConfigError::PortZero { key: "ports" });
         }
         dedupe(&mut self.allowlist);
+        if !MAX_ADDRESSES.contains(&self.max_addresses) {
+            return Err(ConfigError::OutOfRange {
+                key: "max_addresses",
+                value: self.max_addresses.into(),
+                min: (*MAX_ADDRESSES.start()).into(),
+                max: (*MAX_ADDRESSES.end()).into(),
+            });
+        }
 
         self.check_paths()?;
         if self.prometheus.enabled && self.prometheus.listen_port == 0 {
@@ -918,6 +945,14 @@ impl Config {
     #[must_use]
     pub fn xdp_mode(&self) -> XdpMode {
         self.xdp_mode
+    }
+
+    /// What the address tables are sized for.
+    #[must_use]
+    pub fn capacity(&self) -> crate::loader::Capacity {
+        crate::loader::Capacity {
+            addresses: self.max_addresses,
+        }
     }
 
     /// No duplicates, no 0, never empty.

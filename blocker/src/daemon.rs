@@ -40,6 +40,8 @@ pub struct DaemonSettings {
     pub ports: Vec<u16>,
     pub allowlist: Vec<IpNet>,
     pub observe: bool,
+    /// What the address tables are sized for, when they are made.
+    pub capacity: loader::Capacity,
     /// bpffs folder of the pinned maps and links.
     pub pin_dir: PathBuf,
     /// Where `blocker status` finds the sync state.
@@ -61,6 +63,7 @@ impl DaemonSettings {
             ports: config.ports().to_vec(),
             allowlist: config.allowlist().to_vec(),
             observe: config.mode() == Mode::Observe,
+            capacity: config.capacity(),
             pin_dir: config.bpffs_dir().to_path_buf(),
             state_file: config.state_file().to_path_buf(),
             prometheus: config
@@ -311,8 +314,18 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
     for interface in &settings.interfaces {
         check_interface(interface)?;
     }
-    let mut ebpf = loader::load_pinned(&settings.pin_dir)?;
+    let mut ebpf = loader::load_pinned(&settings.pin_dir, settings.capacity)?;
     let mut maps = KernelMaps::take(&mut ebpf)?;
+    let buckets = (
+        settings.capacity.v4_buckets(),
+        settings.capacity.v6_buckets(),
+    );
+    if maps.table_buckets() != buckets {
+        tracing::warn!(
+            "the pinned address tables have {:?} buckets (IPv4, IPv6), max_addresses asks for {buckets:?}; the new size applies after `blocker detach`",
+            maps.table_buckets()
+        );
+    }
     configure(&mut maps, settings)?;
     let mut state = DaemonState {
         pid: std::process::id(),

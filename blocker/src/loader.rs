@@ -16,7 +16,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use blocker_common::map;
+use blocker_common::{BucketV4, BucketV6, Slot, map, table};
 
 use crate::EBPF_OBJECT;
 
@@ -96,15 +96,64 @@ pub enum AttachError {
     },
 }
 
-/// Loads the object and its program into the kernel, unattached, with fresh maps (tests).
-pub fn load() -> Result<Ebpf, LoadError> {
-    finish_load(EbpfLoader::new().load(EBPF_OBJECT))
+/// How many single addresses per family the address tables are sized for (`max_addresses`).
+/// Tables get 1.5 slots per address, rounded up to a power of two of buckets, so a lookup
+/// rarely leaves its home bucket; addresses beyond that still work, from the range trie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub addresses: u32,
 }
 
-/// Loads the object with every map pinned in `dir`, reusing pins a previous daemon left.
-pub fn load_pinned(dir: &Path) -> Result<Ebpf, LoadError> {
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            addresses: 1_000_000,
+        }
+    }
+}
+
+impl Capacity {
+    /// Buckets of the IPv4 table.
+    #[must_use]
+    pub fn v4_buckets(self) -> u32 {
+        self.buckets(size_of::<BucketV4>() / size_of::<Slot<1>>())
+    }
+
+    /// Buckets of the IPv6 table.
+    #[must_use]
+    pub fn v6_buckets(self) -> u32 {
+        self.buckets(size_of::<BucketV6>() / size_of::<Slot<4>>())
+    }
+
+    fn buckets(self, slots_per_bucket: usize) -> u32 {
+        let slots = u64::from(self.addresses) * 3 / 2;
+        let buckets = slots.div_ceil(slots_per_bucket as u64).next_power_of_two();
+        // At least a whole probe, so that a probe never wraps onto itself.
+        u32::try_from(buckets)
+            .unwrap_or(u32::MAX)
+            .max(table::PROBE_BUCKETS)
+    }
+
+    fn apply(self, loader: &mut EbpfLoader<'_>) {
+        loader
+            .map_max_entries(map::BANNED_V4_ADDRS, self.v4_buckets())
+            .map_max_entries(map::BANNED_V6_ADDRS, self.v6_buckets());
+    }
+}
+
+/// Loads the object and its program into the kernel, unattached, with fresh maps (tests).
+pub fn load(capacity: Capacity) -> Result<Ebpf, LoadError> {
+    let mut loader = EbpfLoader::new();
+    capacity.apply(&mut loader);
+    finish_load(loader.load(EBPF_OBJECT))
+}
+
+/// Loads the object with every map pinned in `dir`, reusing pins a previous daemon left (at
+/// their size: a new `capacity` applies to tables made after `blocker detach`).
+pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Ebpf, LoadError> {
     ensure_bpffs(dir)?;
     let mut loader = EbpfLoader::new();
+    capacity.apply(&mut loader);
     for name in map::ALL {
         loader.map_pin_path(name, dir.join(name));
     }

@@ -282,6 +282,12 @@ impl KernelMaps {
         }
     }
 
+    /// Buckets of the IPv4 and IPv6 address tables.
+    #[must_use]
+    pub fn table_buckets(&self) -> (u32, u32) {
+        (self.v4_addrs.mask() + 1, self.v6_addrs.mask() + 1)
+    }
+
     /// Every ban the kernel holds, expired ones included.
     pub fn bans(&self) -> Result<Vec<Ban>, MapsError> {
         let table_ban = |net: IpNet, tag: u32| Ban {

@@ -4,7 +4,10 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions},
 };
-use blocker::maps::{Ban, KernelMaps};
+use blocker::{
+    loader::Capacity,
+    maps::{Ban, KernelMaps},
+};
 use blocker_common::{FamilyStats, family};
 
 use crate::reference::World;
@@ -19,7 +22,13 @@ impl Program {
     /// Loads the program (the verifier runs) and takes its maps.
     #[must_use]
     pub fn load() -> Program {
-        let mut ebpf = blocker::loader::load().unwrap_or_else(|e| panic!("load: {e:?}"));
+        Program::load_with(Capacity::default())
+    }
+
+    /// Loads the program with address tables sized for `capacity`.
+    #[must_use]
+    pub fn load_with(capacity: Capacity) -> Program {
+        let mut ebpf = blocker::loader::load(capacity).unwrap_or_else(|e| panic!("load: {e:?}"));
         let maps = KernelMaps::take(&mut ebpf).expect("maps");
         Program { ebpf, maps }
     }

@@ -125,8 +125,8 @@ struct Daemon {
 impl Daemon {
     /// An enforcer pulling from `fake`, each request limited to `timeout`; its maps are empty.
     fn start(fake: &Fake, timeout: Duration) -> Daemon {
-        let mut ebpf =
-            loader::load().unwrap_or_else(|e| panic!("load the XDP object: {}", error_chain(&e)));
+        let mut ebpf = loader::load(blocker::loader::Capacity::default())
+            .unwrap_or_else(|e| panic!("load the XDP object: {}", error_chain(&e)));
         let maps = KernelMaps::take(&mut ebpf).expect("take the maps");
         let mut settings = LapiSettings::new(
             fake.lapi.url().parse().expect("fake LAPI URL"),

@@ -185,8 +185,8 @@ pub fn apply_child(url: &str) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let mut ebpf =
-        blocker::loader::load().unwrap_or_else(|e| panic!("load: {}", blocker::error_chain(&e)));
+    let mut ebpf = blocker::loader::load(blocker::loader::Capacity::default())
+        .unwrap_or_else(|e| panic!("load: {}", blocker::error_chain(&e)));
     let maps = KernelMaps::take(&mut ebpf).expect("maps");
     let settings = LapiSettings::new(
         url.parse().expect("a URL"),

@@ -175,8 +175,8 @@ pub struct Blocker {
 impl Blocker {
     #[must_use]
     pub fn load() -> Blocker {
-        let mut ebpf =
-            loader::load().unwrap_or_else(|e| panic!("load blocker: {}", blocker::error_chain(&e)));
+        let mut ebpf = loader::load(blocker::loader::Capacity::default())
+            .unwrap_or_else(|e| panic!("load blocker: {}", blocker::error_chain(&e)));
         let maps = KernelMaps::take(&mut ebpf).expect("blocker's maps");
         Blocker { ebpf, maps }
     }

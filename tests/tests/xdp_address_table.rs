@@ -1,0 +1,116 @@
+//! The address table in the kernel, made tiny so that most addresses overflow: every banned
+//! address is still dropped (from the table or the range trie), lifting a ban works wherever
+//! it lives, a lifted slot is reused, and the maps list exactly what was banned.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use blocker::{loader::Capacity, maps::Ban};
+use blocker_common::origin;
+use blocker_tests::{
+    kernel::Program,
+    packet::Frame,
+    privileged,
+    reference::{XDP_DROP, XDP_PASS},
+};
+use ipnet::IpNet;
+
+/// 200 IPv4 and 200 IPv6 documentation addresses.
+fn addresses() -> Vec<IpAddr> {
+    let v4 = (0..200u8).map(|i| IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)));
+    let v6 = (0..200u16).map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 7, i)));
+    v4.chain(v6).collect()
+}
+
+fn ban(program: &mut Program, addr: IpAddr, expires_at_ns: u64) {
+    program
+        .maps
+        .insert_ban(Ban {
+            net: IpNet::from(addr),
+            expires_at_ns,
+            origin: origin::CSCLI,
+        })
+        .unwrap_or_else(|e| panic!("ban {addr}: {}", blocker::error_chain(&e)));
+}
+
+fn verdict(program: &Program, addr: IpAddr) -> u32 {
+    program.run(&Frame::syn(addr, 25).bytes())
+}
+
+fn listed(program: &Program) -> Vec<IpNet> {
+    let mut nets: Vec<IpNet> = program
+        .maps
+        .bans()
+        .expect("list bans")
+        .into_iter()
+        .map(|b| b.net)
+        .collect();
+    nets.sort();
+    nets
+}
+
+#[test]
+fn a_tiny_table_overflows_into_the_trie_and_every_ban_holds() {
+    if !privileged("a_tiny_table_overflows_into_the_trie_and_every_ban_holds") {
+        return;
+    }
+    // One address asked for: the smallest tables, 4 buckets each (32 IPv4, 12 IPv6 slots).
+    let mut program = Program::load_with(Capacity { addresses: 1 });
+    assert_eq!(program.maps.table_buckets(), (4, 4));
+    program.maps.set_ports(&[25]).expect("ports");
+    let all = addresses();
+    for &addr in &all {
+        ban(&mut program, addr, u64::MAX);
+    }
+    let mut want: Vec<IpNet> = all.iter().copied().map(IpNet::from).collect();
+    want.sort();
+    assert_eq!(listed(&program), want, "the maps list every ban once");
+    for &addr in &all {
+        assert_eq!(verdict(&program, addr), XDP_DROP, "{addr} is banned");
+    }
+    let clean = [
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 250)),
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 7, 999)),
+    ];
+    for addr in clean {
+        assert_eq!(verdict(&program, addr), XDP_PASS, "{addr} is not banned");
+    }
+
+    // Lift every other ban, wherever it lives.
+    let (lifted, kept): (Vec<_>, Vec<_>) = all.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for (_, addr) in &lifted {
+        program.maps.remove_ban(IpNet::from(**addr)).expect("lift");
+    }
+    for (_, addr) in &lifted {
+        assert_eq!(verdict(&program, **addr), XDP_PASS, "{addr} was lifted");
+    }
+    for (_, addr) in &kept {
+        assert_eq!(
+            verdict(&program, **addr),
+            XDP_DROP,
+            "{addr} is still banned"
+        );
+    }
+    assert_eq!(listed(&program).len(), kept.len());
+
+    // Banned again, this time already expired: nothing drops them.
+    for (_, addr) in &lifted {
+        ban(&mut program, **addr, 1);
+        assert_eq!(
+            verdict(&program, **addr),
+            XDP_PASS,
+            "{addr}'s ban has expired"
+        );
+    }
+    // And live again, after the lifted slots have been quiet long enough to be reused.
+    std::thread::sleep(blocker::table::QUIET);
+    for (_, addr) in &lifted {
+        ban(&mut program, **addr, u64::MAX);
+    }
+    for &addr in &all {
+        assert_eq!(verdict(&program, addr), XDP_DROP, "{addr} is banned again");
+    }
+    println!(
+        "tiny tables: {} addresses banned, lifted and banned again; all verdicts right",
+        all.len()
+    );
+}
