@@ -524,7 +524,9 @@ impl LapiClient {
         }
 
         // Parsing tens of MB takes a while: keep it off the async workers.
-        let parsed = tokio::task::spawn_blocking(move || StreamBatch::from_slice(&body, now)).await;
+        let parsed =
+            tokio::task::spawn_blocking(move || StreamBatch::from_reader(body.as_slice(), now))
+                .await;
         match parsed {
             Ok(batch) => batch.map_err(|source| LapiError::Decisions { url: url(), source }),
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
