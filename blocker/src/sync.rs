@@ -201,9 +201,10 @@ impl Sync {
         let mut touched = Vec::new();
         self.hold_all(batch.new, &batch.kinds, &mut touched);
         self.expire(wall_now, &mut touched);
-        // Every prefix, held or not: the ones no decision names any more go.
-        touched = self.occupied_slots();
-        self.apply(touched, wall_now, clock_now, maps)
+        // Every prefix is applied, touched or not: the ones no decision names any more go.
+        drop(touched);
+        let everything = self.occupied_slots();
+        self.apply(everything, wall_now, clock_now, maps)
     }
 
     /// Takes a delta: deletions (idempotent), then new decisions.
