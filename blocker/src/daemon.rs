@@ -160,12 +160,11 @@ impl Enforcer {
         }
         let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped.len());
         let (wall, boot) = (SystemTime::now(), clock::now_ns());
-        let ops = if startup {
-            self.sync.resync(&batch, wall, boot)
+        let applied = if startup {
+            self.sync.resync(batch, wall, boot, &mut self.maps)
         } else {
-            self.sync.delta(&batch, wall, boot)
+            self.sync.delta(batch, wall, boot, &mut self.maps)
         };
-        let applied = self.sync.apply(ops, &mut self.maps);
         self.recount(&applied);
         Ok(PullReport {
             startup,
@@ -201,8 +200,9 @@ impl Enforcer {
 
     /// Removes bans whose decisions have ended.
     pub fn expire(&mut self) -> Applied {
-        let ops = self.sync.tick(SystemTime::now(), clock::now_ns());
-        let applied = self.sync.apply(ops, &mut self.maps);
+        let applied = self
+            .sync
+            .tick(SystemTime::now(), clock::now_ns(), &mut self.maps);
         self.recount(&applied);
         applied
     }

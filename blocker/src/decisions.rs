@@ -1,8 +1,9 @@
 //! Typed decisions from the JSON of LAPI's `/v1/decisions/stream`.
 //!
-//! The answer is `{"new": [...] | null, "deleted": [...] | null}` and can be tens of MB. It is
-//! parsed in one pass over the raw bytes: each list item is turned into a [`Decision`] as soon
-//! as it is read, so no intermediate `Vec` of raw items (or `serde_json::Value` tree) is kept.
+//! The answer is `{"new": [...] | null, "deleted": [...] | null}` and can be hundreds of MB. It
+//! is parsed in one pass as it is read ([`StreamBatch::from_reader`]): each list item is turned
+//! into a compact [`Decision`] as soon as it is read, so neither the answer nor a
+//! `serde_json::Value` tree of it is ever held whole.
 //!
 //! One bad item (an unparsable value, a scope we don't enforce, a bad duration, a field of the
 //! wrong JSON type) is skipped and reported in [`StreamBatch::skipped`]; it never costs the rest
@@ -10,30 +11,33 @@
 //! that is not a list) fails as a whole, with [`DecisionsError::Json`].
 
 use std::{
+    collections::{HashMap, VecDeque},
     fmt::{self, Write as _},
+    io::Read,
     net::{AddrParseError, IpAddr},
     time::{Duration, SystemTime},
 };
 
+use blocker_common::origin;
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-/// One ban (or captcha, ...) on an address or a range, as LAPI streams it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One ban (or captcha, ...) on an address or a range, as LAPI streams it. Small and without
+/// strings: a startup answer holds up to millions of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// LAPI's decision id: a deletion names the decision it ends by this id.
     pub id: i64,
     /// The banned network: a /32 or /128 for a single address, never host bits set, and an
     /// IPv4-mapped IPv6 value turned into its IPv4 network.
     pub net: IpNet,
-    /// Who made it: `crowdsec`, `cscli`, `CAPI`, `lists:NAME`... (empty if LAPI sent none).
-    pub origin: String,
-    /// The scenario behind it (empty if LAPI sent none).
-    pub scenario: String,
-    /// The decision's `type` as LAPI wrote it: `ban`, `captcha`...
-    pub kind: String,
+    /// Who made it, as its counter slot (`blocker_common::origin`): `crowdsec`, `cscli`,
+    /// `CAPI`, `lists:NAME`... `origin::OTHER` for any other name, or none.
+    pub origin: u8,
+    /// Its `type` (`ban`, `captcha`...), as an index into [`StreamBatch::kinds`].
+    pub kind: u32,
     /// When the decision ends: the `now` given to the parser plus its `duration`. In the past
     /// for an already expired decision (LAPI sends negative durations).
     pub until: SystemTime,
@@ -155,18 +159,43 @@ pub struct StreamBatch {
     pub deleted: Vec<Decision>,
     /// Items of either list that were not usable.
     pub skipped: Vec<Skipped>,
+    /// The decision types of the batch, each once, as LAPI wrote them: [`Decision::kind`]
+    /// indexes this.
+    pub kinds: Vec<String>,
 }
 
 impl StreamBatch {
-    /// Parses a stream answer. `now` is the time `until` is counted from.
-    pub fn from_slice(body: &[u8], now: SystemTime) -> Result<Self, DecisionsError> {
-        let mut de = serde_json::Deserializer::from_slice(body);
+    /// Parses a stream answer as `reader` yields it (read it through a buffer: the parser
+    /// reads a byte at a time). `now` is the time `until` is counted from.
+    pub fn from_reader(reader: impl Read, now: SystemTime) -> Result<Self, DecisionsError> {
+        let mut de = serde_json::Deserializer::from_reader(reader);
         let batch = BatchSeed { now }
             .deserialize(&mut de)
             .and_then(|batch| de.end().map(|()| batch))
             .map_err(|source| DecisionsError::Json { source })?;
         Ok(batch)
     }
+
+    /// The `type` of `decision`, one of this batch's.
+    #[must_use]
+    pub fn kind(&self, decision: &Decision) -> &str {
+        &self.kinds[decision.kind as usize]
+    }
+}
+
+/// Hands out `decisions` in order and gives their memory back as it goes: a startup answer
+/// holds up to millions, and keeping them all until the last one is indexed would add their
+/// size to the daemon's peak.
+pub fn consume(decisions: Vec<Decision>) -> impl Iterator<Item = Decision> {
+    let mut left = VecDeque::from(decisions);
+    std::iter::from_fn(move || {
+        let next = left.pop_front()?;
+        // Halving the buffer whenever half of it is spent moves each decision once on average.
+        if left.len() < left.capacity() / 2 {
+            left.shrink_to_fit();
+        }
+        Some(next)
+    })
 }
 
 /// Parses a decision `value` into a network, whatever the scope says: a bare address is a
@@ -411,6 +440,7 @@ impl<'de> Visitor<'de> for BatchSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StreamBatch, A::Error> {
         let mut batch = StreamBatch::default();
+        let mut kinds = Kinds::default();
         let (mut seen_new, mut seen_deleted) = (false, false);
         while let Some(field) = map.next_key::<TopField>()? {
             let (list, seen, out) = match field {
@@ -430,6 +460,7 @@ impl<'de> Visitor<'de> for BatchSeed {
                 now: self.now,
                 out,
                 skipped: &mut batch.skipped,
+                kinds: &mut kinds,
             })?;
         }
         if !seen_new {
@@ -438,7 +469,28 @@ impl<'de> Visitor<'de> for BatchSeed {
         if !seen_deleted {
             return Err(de::Error::missing_field("deleted"));
         }
+        batch.kinds = kinds.names;
         Ok(batch)
+    }
+}
+
+/// The decision types met so far, each once, and where each is in the list.
+#[derive(Default)]
+struct Kinds {
+    names: Vec<String>,
+    index_of: HashMap<String, u32>,
+}
+
+impl Kinds {
+    /// The index of `name`, added if new.
+    fn index(&mut self, name: String) -> u32 {
+        if let Some(&index) = self.index_of.get(&name) {
+            return index;
+        }
+        let index = u32::try_from(self.names.len()).expect("far fewer types than items");
+        self.names.push(name.clone());
+        self.index_of.insert(name, index);
+        index
     }
 }
 
@@ -448,6 +500,7 @@ struct ListSeed<'a> {
     now: SystemTime,
     out: &'a mut Vec<Decision>,
     skipped: &'a mut Vec<Skipped>,
+    kinds: &'a mut Kinds,
 }
 
 impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
@@ -482,7 +535,7 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
         self.out.reserve(seq.size_hint().unwrap_or(0).min(1 << 20));
         let mut index = 0;
         while let Some(item) = seq.next_element::<RawItem>()? {
-            match item.into_decision(self.now) {
+            match item.into_decision(self.now, self.kinds) {
                 Ok(decision) => self.out.push(decision),
                 Err((id, reason)) => self.skipped.push(Skipped {
                     list: self.list,
@@ -633,7 +686,11 @@ fn required_string(field: &'static str, value: Option<Value>) -> Result<String, 
 
 impl RawItem {
     /// The decision, or why not (with the item's id when it had a usable one).
-    fn into_decision(self, now: SystemTime) -> Result<Decision, (Option<i64>, SkipReason)> {
+    fn into_decision(
+        self,
+        now: SystemTime,
+        kinds: &mut Kinds,
+    ) -> Result<Decision, (Option<i64>, SkipReason)> {
         let mut raw = match self {
             Self::Object(raw) => *raw,
             Self::Other(found) => return Err((None, SkipReason::NotAnObject { found })),
@@ -656,12 +713,13 @@ impl RawItem {
             },
             Some(other) => return wrong_type(json_kind(&other)),
         };
-        raw.decision(id, now).map_err(|reason| (Some(id), reason))
+        raw.decision(id, now, kinds)
+            .map_err(|reason| (Some(id), reason))
     }
 }
 
 impl RawDecision {
-    fn decision(self, id: i64, now: SystemTime) -> Result<Decision, SkipReason> {
+    fn decision(self, id: i64, now: SystemTime, kinds: &mut Kinds) -> Result<Decision, SkipReason> {
         // Fields needed to act are required (and `id`, checked by the caller); `origin` and
         // `scenario` are only labels, so a missing one must not keep a deletion from being
         // applied.
@@ -669,8 +727,10 @@ impl RawDecision {
         let value = required_string("value", self.value)?;
         let kind = required_string("type", self.kind)?;
         let duration = required_string("duration", self.duration)?;
-        let origin = opt_string("origin", self.origin)?.unwrap_or_default();
-        let scenario = opt_string("scenario", self.scenario)?.unwrap_or_default();
+        let origin = opt_string("origin", self.origin)?
+            .map_or(origin::OTHER, |name| origin::from_name(&name));
+        // Read for its type only: a wrong one says the item is not what LAPI sends.
+        opt_string("scenario", self.scenario)?;
         let simulated = match self.simulated {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => b,
@@ -708,9 +768,8 @@ impl RawDecision {
         Ok(Decision {
             id,
             net,
-            origin,
-            scenario,
-            kind,
+            origin: u8::try_from(origin).expect("origin slots are fewer than 256"),
+            kind: kinds.index(kind),
             until,
         })
     }
@@ -735,7 +794,7 @@ mod tests {
     }
 
     fn parse(json: &str) -> StreamBatch {
-        StreamBatch::from_slice(json.as_bytes(), now()).unwrap()
+        StreamBatch::from_reader(json.as_bytes(), now()).unwrap()
     }
 
     fn dur(s: &str) -> GoDuration {
@@ -773,11 +832,69 @@ mod tests {
             vec![Decision {
                 id: 7,
                 net: net("198.51.100.7/32"),
-                origin: "cscli".into(),
-                scenario: "manual 'ban' from 'x'".into(),
-                kind: "ban".into(),
+                origin: u8::try_from(origin::CSCLI).unwrap(),
+                kind: 0,
                 until: now() + Duration::new(4 * 3600 - 2, 500_000_000),
             }]
+        );
+        assert_eq!(u32::from(batch.new[0].origin), origin::CSCLI);
+        assert_eq!(batch.kind(&batch.new[0]), "ban");
+    }
+
+    #[test]
+    fn each_type_is_listed_once() {
+        let with_type = |id, kind: &str| {
+            item(id, "Ip", "198.51.100.1", "1h").replace("\"ban\"", &format!("{kind:?}"))
+        };
+        let batch = parse(&format!(
+            r#"{{"new":[{},{},{}],"deleted":[{},{}]}}"#,
+            with_type(1, "ban"),
+            with_type(2, "captcha"),
+            with_type(3, "ban"),
+            with_type(4, "captcha"),
+            with_type(5, "Ban"),
+        ));
+        assert_eq!(batch.kinds, ["ban", "captcha", "Ban"]);
+        let kinds: Vec<&str> = batch
+            .new
+            .iter()
+            .chain(&batch.deleted)
+            .map(|d| batch.kind(d))
+            .collect();
+        assert_eq!(kinds, ["ban", "captcha", "ban", "captcha", "Ban"]);
+    }
+
+    #[test]
+    fn consume_hands_out_every_decision_in_order() {
+        let json = format!(
+            r#"{{"new":[{}],"deleted":null}}"#,
+            (0..1_000)
+                .map(|id| item(id, "Ip", "198.51.100.1", "1h"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let batch = parse(&json);
+        let ids: Vec<i64> = consume(batch.new).map(|d| d.id).collect();
+        assert_eq!(ids, (0..1_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn origins_become_their_slots() {
+        let json = format!(
+            r#"{{"new":[{},{},{},{}],"deleted":null}}"#,
+            item(1, "Ip", "198.51.100.1", "1h"),
+            item(2, "Ip", "198.51.100.1", "1h").replace("cscli", "lists:firehol"),
+            item(3, "Ip", "198.51.100.1", "1h").replace("cscli", "CAPI"),
+            item(4, "Ip", "198.51.100.1", "1h").replace("cscli", "somebody"),
+        );
+        let origins: Vec<u32> = parse(&json)
+            .new
+            .iter()
+            .map(|d| u32::from(d.origin))
+            .collect();
+        assert_eq!(
+            origins,
+            [origin::CSCLI, origin::LISTS, origin::CAPI, origin::OTHER]
         );
     }
 
@@ -874,7 +991,7 @@ mod tests {
                            {"id":1.5,"type":"ban","scope":"ip","value":"198.51.100.4","duration":"1h"}]}"#,
         );
         assert_eq!(batch.new.len(), 1);
-        assert_eq!(batch.new[0].origin, "");
+        assert_eq!(u32::from(batch.new[0].origin), origin::OTHER);
         assert_eq!(
             batch.skipped[0].reason,
             SkipReason::MissingField { field: "value" }
@@ -978,7 +1095,7 @@ mod tests {
             r#"{"new": null}"#,
             r#"{"new": null, "new": null, "deleted": null}"#,
         ] {
-            let err = StreamBatch::from_slice(bad.as_bytes(), now()).unwrap_err();
+            let err = StreamBatch::from_reader(bad.as_bytes(), now()).unwrap_err();
             assert!(
                 err.to_string()
                     .starts_with("malformed decisions stream answer"),

@@ -6,16 +6,19 @@
 
 use std::{
     fmt,
+    io::{BufReader, Read},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
 use reqwest::{
     Certificate, Client, Identity, Method, RequestBuilder, Response, StatusCode, Url,
     header::{HeaderName, HeaderValue, InvalidHeaderValue},
     redirect,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::mpsc;
 
 use crate::decisions::{DecisionsError, StreamBatch};
 
@@ -507,29 +510,80 @@ impl LapiClient {
         if announced > limit as u64 {
             return Err(too_large());
         }
-        // Trust the announced length only as a hint, within the limit.
-        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|source| LapiError::Transport {
-                url: url(),
-                source: source.without_url(),
-            })?
-        {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large());
+        // The answer is parsed as it arrives, on a blocking thread fed through a channel, so
+        // it is never held whole (a startup answer can be hundreds of MB).
+        let (chunks, body) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let parser = tokio::task::spawn_blocking(move || {
+            StreamBatch::from_reader(BufReader::new(BodyReader::new(body)), now)
+        });
+        let mut received = 0;
+        let mut transfer = Ok(());
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(source) => {
+                    transfer = Err(LapiError::Transport {
+                        url: url(),
+                        source: source.without_url(),
+                    });
+                    break;
+                }
+            };
+            received += chunk.len();
+            if received > limit {
+                transfer = Err(too_large());
+                break;
             }
-            body.extend_from_slice(&chunk);
+            if chunks.send(chunk).await.is_err() {
+                // The parser stopped: the answer is malformed, as it will say.
+                break;
+            }
         }
-
-        // Parsing tens of MB takes a while: keep it off the async workers.
-        let parsed = tokio::task::spawn_blocking(move || StreamBatch::from_slice(&body, now)).await;
+        // The end of the body, or a cut: either way the parser sees the end of its input.
+        drop(chunks);
+        let parsed = parser.await;
+        // A failed transfer explains a parse error, not the other way round.
+        transfer?;
         match parsed {
             Ok(batch) => batch.map_err(|source| LapiError::Decisions { url: url(), source }),
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(source) => Err(LapiError::ParseCancelled { url: url(), source }),
         }
+    }
+}
+
+/// How many chunks of an answer may wait for the parser: enough to keep the transfer going
+/// while it works, few enough that a slow parse never buffers the answer.
+const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// The body of an answer as a blocking `Read`, from the chunks the transfer hands over; its end
+/// is when the sender goes away.
+struct BodyReader {
+    chunks: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl BodyReader {
+    fn new(chunks: mpsc::Receiver<Bytes>) -> BodyReader {
+        BodyReader {
+            chunks,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }
 

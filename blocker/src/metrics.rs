@@ -11,6 +11,7 @@
 //! `rate()`/`increase()`, and 8 origins × 2 families is few series.
 
 use std::{
+    borrow::Borrow,
     collections::BTreeMap,
     fmt,
     future::Future,
@@ -118,13 +119,14 @@ impl Snapshot {
     /// the daemon has not removed yet no longer blocks, so it is not counted). LAPI fields
     /// are left at zero for the caller to fill in.
     #[must_use]
-    pub fn from_bans<'a>(
+    pub fn from_bans(
         stats: [FamilyStats; family::COUNT as usize],
-        bans: impl IntoIterator<Item = &'a Ban>,
+        bans: impl IntoIterator<Item = impl Borrow<Ban>>,
         clock_now: u64,
     ) -> Snapshot {
         let mut active = BTreeMap::new();
         for ban in bans {
+            let ban = ban.borrow();
             if ban.expires_at_ns <= clock_now {
                 continue;
             }
@@ -520,7 +522,7 @@ mod tests {
                 origin: 42,
             },
         ];
-        let mut s = Snapshot::from_bans(stats, &bans, 1_000);
+        let mut s = Snapshot::from_bans(stats, bans, 1_000);
         s.lapi_requests = 12;
         s.lapi_failures = 2;
         s.last_sync = Some(UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_500));

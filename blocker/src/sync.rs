@@ -1,26 +1,40 @@
-//! Decisions → the prefixes that must be banned → the map operations that make the kernel
-//! agree. Pure logic, no kernel: the maps sit behind [`BanMaps`], so this is unit-tested
-//! against an in-memory fake.
+//! Decisions → the prefixes that must be banned → the map writes that make the kernel agree.
+//! Pure logic, no kernel: the maps sit behind [`BanMaps`], so this is unit-tested against an
+//! in-memory fake.
 //!
 //! A prefix is banned while at least one live decision covers it; its kernel expiry is the
 //! latest `until` among them (and its origin that decision's). A prefix that stays banned is
 //! only ever updated in place, never removed and re-added, so it is never absent from the map.
+//!
+//! A startup answer can hold millions of decisions, so the state is laid out for size: one
+//! packed slot per prefix in a dense array (its decision inline, since a prefix nearly always
+//! has one, and what the maps hold for it), found through a table of slot numbers hashed by
+//! prefix, and one heap of (until, slot) for expiries. A decision is found by its prefix and
+//! id: a deletion from LAPI carries the deleted decision's value, and an id that comes back
+//! replaces what it said before on the same prefix.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
-    time::SystemTime,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, HashSet, hash_map::RandomState},
+    hash::BuildHasher as _,
+    time::{Duration, SystemTime},
 };
 
+use hashbrown::{HashTable, hash_table::Entry};
 use ipnet::IpNet;
 
 use crate::{
     clock,
-    decisions::{Decision, StreamBatch},
+    decisions::{self, Decision, StreamBatch},
     maps::{Ban, KernelMaps, MapsError},
 };
 
 /// Expiry differences below this are clock-conversion noise, not a change worth a write.
 const EXPIRY_TOLERANCE_NS: u64 = 1_000_000_000;
+
+/// Stale expiry entries (of decisions since released) tolerated beyond the live ones before
+/// the heap is rebuilt.
+const STALE_EXPIRIES: usize = 1024;
 
 /// The ban maps as the sync sees them (add, delete); [`KernelMaps`] is the real one.
 pub trait BanMaps {
@@ -37,22 +51,53 @@ impl BanMaps for KernelMaps {
     }
 }
 
-/// One live decision, as held for its prefix.
-#[derive(Clone, Debug)]
+/// One live decision, as held for its prefix. Packed, as is [`InMaps`]: millions are held,
+/// and alignment padding would add half to their size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed)]
 struct Held {
     id: i64,
-    until: SystemTime,
+    /// Nanoseconds since the Unix epoch, see [`epoch_ns`].
+    until: u64,
+    origin: u8,
+}
+
+/// The live decisions on one prefix.
+#[derive(Clone, Copy, Debug)]
+enum Decisions {
+    None,
+    /// Nearly every prefix: one decision, inline.
+    One(Held),
+    /// Two or more, in [`Sync::crowded`] under the prefix's slot number.
+    Several,
+}
+
+/// The ban the maps hold for a prefix, as last written (or found there at start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed)]
+struct InMaps {
+    expires_at_ns: u64,
     origin: u32,
 }
 
-/// A change to make in the maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Unban(IpNet),
-    Ban(Ban),
+/// A prefix with a live decision or a ban in the maps (or both).
+#[derive(Debug)]
+struct Slot {
+    net: IpNet,
+    decisions: Decisions,
+    in_maps: Option<InMaps>,
 }
 
-/// What one application of ops did.
+/// When a decision held in a slot ends. The entry may outlive that decision (released early,
+/// its slot freed or reused): whoever pops it checks what the slot holds now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C, packed)]
+struct Due {
+    until: u64,
+    slot: u32,
+}
+
+/// What one pull or expiry round did to the maps.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     pub banned: usize,
@@ -65,12 +110,27 @@ pub struct Sync {
     supported_types: Vec<String>,
     /// Decision types seen and ignored, so each is logged once.
     ignored_types: HashSet<String>,
-    by_net: HashMap<IpNet, Vec<Held>>,
-    net_of: HashMap<i64, IpNet>,
-    /// (until, id) of every held decision, to find expired ones without a scan.
-    expiries: BTreeSet<(SystemTime, i64)>,
-    /// What we believe the maps hold (adopted from the kernel at start, then kept in step).
-    applied: HashMap<IpNet, Ban>,
+    /// Indexed by slot number; `None` is a free slot (listed in `free`).
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    /// The number of every occupied slot, hashed by its prefix.
+    by_net: HashTable<u32>,
+    hasher: RandomState,
+    /// The decisions of the slots that hold [`Decisions::Several`].
+    crowded: HashMap<u32, Vec<Held>>,
+    /// Soonest first.
+    expiries: BinaryHeap<Reverse<Due>>,
+    /// Live decisions, to know when `expiries` is mostly stale.
+    held: usize,
+    /// Slots with a ban in the maps.
+    banned: usize,
+}
+
+/// `time` in nanoseconds since the Unix epoch: 0 before it (long ended), `u64::MAX` past 2554
+/// (out of reach: a Go duration is 292 years at most).
+fn epoch_ns(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Sync {
@@ -79,189 +139,400 @@ impl Sync {
     /// them; the first full resync reconciles).
     #[must_use]
     pub fn new(supported_types: &[String], in_maps: Vec<Ban>) -> Sync {
-        Sync {
+        let mut sync = Sync {
             supported_types: supported_types
                 .iter()
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
             ignored_types: HashSet::new(),
-            by_net: HashMap::new(),
-            net_of: HashMap::new(),
-            expiries: BTreeSet::new(),
-            applied: in_maps.into_iter().map(|b| (b.net, b)).collect(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_net: HashTable::new(),
+            hasher: RandomState::new(),
+            crowded: HashMap::new(),
+            expiries: BinaryHeap::new(),
+            held: 0,
+            banned: 0,
+        };
+        for ban in in_maps {
+            let slot = sync.slot_for(ban.net);
+            sync.slot_mut(slot).in_maps = Some(InMaps {
+                expires_at_ns: ban.expires_at_ns,
+                origin: ban.origin,
+            });
+            sync.banned += 1;
         }
+        sync
     }
 
     /// Number of prefixes the maps hold.
     #[must_use]
     pub fn banned_prefixes(&self) -> usize {
-        self.applied.len()
+        self.banned
     }
 
     /// What the maps hold, as the sync believes.
-    pub fn applied(&self) -> impl Iterator<Item = &Ban> {
-        self.applied.values()
+    pub fn applied(&self) -> impl Iterator<Item = Ban> + '_ {
+        self.slots.iter().flatten().filter_map(|slot| {
+            let in_maps = slot.in_maps?;
+            Some(Ban {
+                net: slot.net,
+                expires_at_ns: in_maps.expires_at_ns,
+                origin: in_maps.origin,
+            })
+        })
     }
 
-    /// Takes a `startup=true` answer: it replaces everything held. Returns the ops that bring
-    /// the maps to it (removals only for prefixes no longer banned).
-    pub fn resync(&mut self, batch: &StreamBatch, wall_now: SystemTime, clock_now: u64) -> Vec<Op> {
-        self.by_net.clear();
-        self.net_of.clear();
+    /// Takes a `startup=true` answer: it replaces every decision held. Brings the maps to it,
+    /// removing only prefixes no longer banned.
+    pub fn resync(
+        &mut self,
+        batch: StreamBatch,
+        wall_now: SystemTime,
+        clock_now: u64,
+        maps: &mut impl BanMaps,
+    ) -> Applied {
+        for slot in self.slots.iter_mut().flatten() {
+            slot.decisions = Decisions::None;
+        }
+        self.crowded.clear();
         self.expiries.clear();
-        for decision in &batch.new {
-            self.hold(decision);
-        }
-        self.expire(wall_now);
-        let mut ops: Vec<Op> = self
-            .applied
-            .keys()
-            .filter(|net| !self.by_net.contains_key(net))
-            .map(|net| Op::Unban(*net))
-            .collect();
-        let nets: Vec<IpNet> = self.by_net.keys().copied().collect();
-        ops.extend(
-            nets.into_iter()
-                .filter_map(|net| self.ban_op(net, wall_now, clock_now)),
-        );
-        ops
+        self.held = 0;
+        let mut touched = Vec::new();
+        self.hold_all(batch.new, &batch.kinds, &mut touched);
+        self.expire(wall_now, &mut touched);
+        // Every prefix is applied, touched or not: the ones no decision names any more go.
+        drop(touched);
+        let everything = self.occupied_slots();
+        self.apply(everything, wall_now, clock_now, maps)
     }
 
-    /// Takes a delta: deletions (by decision id, idempotent), then new decisions.
-    pub fn delta(&mut self, batch: &StreamBatch, wall_now: SystemTime, clock_now: u64) -> Vec<Op> {
-        let mut touched = HashSet::new();
+    /// Takes a delta: deletions (idempotent), then new decisions.
+    pub fn delta(
+        &mut self,
+        batch: StreamBatch,
+        wall_now: SystemTime,
+        clock_now: u64,
+        maps: &mut impl BanMaps,
+    ) -> Applied {
+        let mut touched = Vec::new();
         for decision in &batch.deleted {
-            touched.extend(self.release(decision.id));
+            if let Some(slot) = self.find(&decision.net)
+                && self.release(slot, |held| held.id == decision.id)
+            {
+                touched.push(slot);
+            }
         }
-        for decision in &batch.new {
-            touched.extend(self.hold(decision));
-        }
-        touched.extend(self.expire(wall_now));
-        self.plan(touched, wall_now, clock_now)
+        self.hold_all(batch.new, &batch.kinds, &mut touched);
+        self.expire(wall_now, &mut touched);
+        self.apply(touched, wall_now, clock_now, maps)
     }
 
-    /// Drops decisions that have ended; returns the ops that follow.
-    pub fn tick(&mut self, wall_now: SystemTime, clock_now: u64) -> Vec<Op> {
-        let touched = self.expire(wall_now);
-        self.plan(touched, wall_now, clock_now)
+    /// Drops decisions that have ended, and their bans if no other decision covers them.
+    pub fn tick(
+        &mut self,
+        wall_now: SystemTime,
+        clock_now: u64,
+        maps: &mut impl BanMaps,
+    ) -> Applied {
+        let mut touched = Vec::new();
+        self.expire(wall_now, &mut touched);
+        self.apply(touched, wall_now, clock_now, maps)
     }
 
-    /// Applies `ops` (removals first, to free room), keeping our view in step with what
-    /// succeeded. A failed op is counted and logged; the others go on.
-    pub fn apply(&mut self, mut ops: Vec<Op>, maps: &mut impl BanMaps) -> Applied {
-        ops.sort_by_key(|op| matches!(op, Op::Ban(_)));
+    /// Makes the maps agree with the decisions of the `touched` slots (removals first, to
+    /// free room), keeping our view in step with what succeeded, and frees the slots left with
+    /// nothing. A failed write is counted and logged; the others go on.
+    fn apply(
+        &mut self,
+        mut touched: Vec<u32>,
+        wall_now: SystemTime,
+        clock_now: u64,
+        maps: &mut impl BanMaps,
+    ) -> Applied {
+        touched.sort_unstable();
+        touched.dedup();
         let mut applied = Applied::default();
-        for op in ops {
-            let result = match op {
-                Op::Unban(net) => maps.remove_ban(net).map(|()| {
-                    self.applied.remove(&net);
-                    applied.unbanned += 1;
-                }),
-                Op::Ban(ban) => maps.insert_ban(ban).map(|()| {
-                    self.applied.insert(ban.net, ban);
-                    applied.banned += 1;
-                }),
+        for &number in &touched {
+            let Some(slot) = &self.slots[number as usize] else {
+                continue;
             };
-            if let Err(e) = result {
+            if !matches!(slot.decisions, Decisions::None) {
+                continue;
+            }
+            if slot.in_maps.is_some() {
+                if let Err(e) = maps.remove_ban(slot.net) {
+                    applied.failed += 1;
+                    tracing::warn!(error = %crate::error_chain(&e), prefix = %slot.net, "removing a ban from the maps failed");
+                    continue;
+                }
+                applied.unbanned += 1;
+                self.banned -= 1;
+            }
+            self.free(number);
+        }
+        for &number in &touched {
+            let Some(ban) = self.ban_to_write(number, wall_now, clock_now) else {
+                continue;
+            };
+            if let Err(e) = maps.insert_ban(ban) {
                 applied.failed += 1;
-                tracing::warn!(error = %crate::error_chain(&e), ?op, "map update failed");
+                tracing::warn!(error = %crate::error_chain(&e), ?ban, "writing a ban to the maps failed");
+                continue;
+            }
+            applied.banned += 1;
+            let was_banned = self
+                .slot_mut(number)
+                .in_maps
+                .replace(InMaps {
+                    expires_at_ns: ban.expires_at_ns,
+                    origin: ban.origin,
+                })
+                .is_some();
+            if !was_banned {
+                self.banned += 1;
             }
         }
         applied
     }
 
-    fn plan(&self, touched: HashSet<IpNet>, wall_now: SystemTime, clock_now: u64) -> Vec<Op> {
-        touched
-            .into_iter()
-            .filter_map(|net| {
-                if self.by_net.contains_key(&net) {
-                    self.ban_op(net, wall_now, clock_now)
-                } else {
-                    self.applied.contains_key(&net).then_some(Op::Unban(net))
-                }
-            })
-            .collect()
-    }
-
-    /// The write that makes `net`'s map entry match its decisions, if it does not already.
-    fn ban_op(&self, net: IpNet, wall_now: SystemTime, clock_now: u64) -> Option<Op> {
-        let latest = self.by_net.get(&net)?.iter().max_by_key(|h| h.until)?;
+    /// The write that makes a slot's map entry match its decisions, if it does not already.
+    fn ban_to_write(&self, number: u32, wall_now: SystemTime, clock_now: u64) -> Option<Ban> {
+        let slot = self.slots[number as usize].as_ref()?;
+        let latest = self.held_in(number).iter().max_by_key(|held| held.until)?;
+        let until = SystemTime::UNIX_EPOCH + Duration::from_nanos(latest.until);
         let ban = Ban {
-            net,
-            expires_at_ns: clock::expiry_ns(Some(latest.until), wall_now, clock_now),
-            origin: latest.origin,
+            net: slot.net,
+            expires_at_ns: clock::expiry_ns(Some(until), wall_now, clock_now),
+            origin: u32::from(latest.origin),
         };
-        match self.applied.get(&net) {
+        match slot.in_maps {
             Some(old)
                 if old.origin == ban.origin
                     && old.expires_at_ns.abs_diff(ban.expires_at_ns) < EXPIRY_TOLERANCE_NS =>
             {
                 None
             }
-            _ => Some(Op::Ban(ban)),
+            _ => Some(ban),
         }
     }
 
-    /// Holds a new decision; returns its prefix if it is one we enforce.
-    fn hold(&mut self, decision: &Decision) -> Option<IpNet> {
-        let kind = decision.kind.to_ascii_lowercase();
-        if !self.supported_types.contains(&kind) {
-            if self.ignored_types.insert(kind.clone()) {
-                tracing::info!(decision_type = %kind, "ignoring decisions of this type (not in supported_decisions_types)");
+    /// Holds the decisions of types we enforce; adds their slots to `touched`.
+    fn hold_all(&mut self, new: Vec<Decision>, kinds: &[String], touched: &mut Vec<u32>) {
+        let enforced: Vec<bool> = kinds
+            .iter()
+            .map(|kind| self.supported_types.contains(&kind.to_ascii_lowercase()))
+            .collect();
+        for decision in decisions::consume(new) {
+            let kind = decision.kind as usize;
+            if enforced[kind] {
+                touched.push(self.hold(decision));
+            } else {
+                let kind = kinds[kind].to_ascii_lowercase();
+                if !self.ignored_types.contains(&kind) {
+                    tracing::info!(decision_type = %kind, "ignoring decisions of this type (not in supported_decisions_types)");
+                    self.ignored_types.insert(kind);
+                }
             }
-            return None;
         }
+        if self.expiries.len() > 2 * self.held + STALE_EXPIRIES {
+            self.rebuild_expiries();
+        }
+    }
+
+    /// Holds a new decision; returns its slot.
+    fn hold(&mut self, decision: Decision) -> u32 {
+        let number = self.slot_for(decision.net);
         // The same id again replaces what it said before.
-        self.release(decision.id);
+        self.release(number, |held| held.id == decision.id);
         let held = Held {
             id: decision.id,
-            until: decision.until,
-            origin: blocker_common::origin::from_name(&decision.origin),
+            until: epoch_ns(decision.until),
+            origin: decision.origin,
         };
-        self.expiries.insert((held.until, held.id));
-        self.net_of.insert(held.id, decision.net);
-        self.by_net.entry(decision.net).or_default().push(held);
-        Some(decision.net)
+        let decisions = match self.slot(number).decisions {
+            Decisions::None => Decisions::One(held),
+            Decisions::One(first) => {
+                self.crowded.insert(number, vec![first, held]);
+                Decisions::Several
+            }
+            Decisions::Several => {
+                self.crowded
+                    .get_mut(&number)
+                    .expect("a slot holding several has them in crowded")
+                    .push(held);
+                Decisions::Several
+            }
+        };
+        self.slot_mut(number).decisions = decisions;
+        self.held += 1;
+        self.expiries.push(Reverse(Due {
+            until: held.until,
+            slot: number,
+        }));
+        number
     }
 
-    /// Lets go of a decision by id; returns its prefix if it was held.
-    fn release(&mut self, id: i64) -> Option<IpNet> {
-        let net = self.net_of.remove(&id)?;
-        if let Some(held) = self.by_net.get_mut(&net) {
-            if let Some(pos) = held.iter().position(|h| h.id == id) {
-                let gone = held.swap_remove(pos);
-                self.expiries.remove(&(gone.until, gone.id));
+    /// Lets go of the decisions of a slot that `ends` picks; returns whether there were any.
+    fn release(&mut self, number: u32, ends: impl Fn(&Held) -> bool) -> bool {
+        let Some(slot) = self.slots[number as usize].as_mut() else {
+            return false;
+        };
+        let (left, released) = match slot.decisions {
+            Decisions::One(held) if ends(&held) => (Decisions::None, 1),
+            Decisions::None | Decisions::One(_) => return false,
+            Decisions::Several => {
+                let list = self
+                    .crowded
+                    .get_mut(&number)
+                    .expect("a slot holding several has them in crowded");
+                let before = list.len();
+                list.retain(|held| !ends(held));
+                let released = before - list.len();
+                let left = match list[..] {
+                    [] => Decisions::None,
+                    [only] => Decisions::One(only),
+                    _ => Decisions::Several,
+                };
+                if !matches!(left, Decisions::Several) {
+                    self.crowded.remove(&number);
+                }
+                (left, released)
             }
-            if held.is_empty() {
-                self.by_net.remove(&net);
-            }
-        }
-        Some(net)
+        };
+        slot.decisions = left;
+        self.held -= released;
+        released > 0
     }
 
-    /// Releases every decision whose `until` has passed; returns their prefixes.
-    fn expire(&mut self, wall_now: SystemTime) -> HashSet<IpNet> {
-        let mut touched = HashSet::new();
-        while let Some(&(until, id)) = self.expiries.first() {
-            if until > wall_now {
+    /// Releases every decision whose `until` has passed; adds their slots to `touched`.
+    fn expire(&mut self, wall_now: SystemTime, touched: &mut Vec<u32>) {
+        let now = epoch_ns(wall_now);
+        while let Some(&Reverse(due)) = self.expiries.peek() {
+            if due.until > now {
                 break;
             }
-            touched.extend(self.release(id));
+            self.expiries.pop();
+            if self.release(due.slot, |held| held.until <= now) {
+                touched.push(due.slot);
+            }
         }
-        touched
     }
+
+    /// Rebuilds the expiry heap from the decisions held, dropping stale entries.
+    fn rebuild_expiries(&mut self) {
+        let mut live = Vec::with_capacity(self.held);
+        for number in self.occupied_slots() {
+            live.extend(self.held_in(number).iter().map(|held| {
+                Reverse(Due {
+                    until: held.until,
+                    slot: number,
+                })
+            }));
+        }
+        self.expiries = BinaryHeap::from(live);
+    }
+
+    /// The decisions a slot holds.
+    fn held_in(&self, number: u32) -> &[Held] {
+        match &self.slot(number).decisions {
+            Decisions::None => &[],
+            Decisions::One(held) => std::slice::from_ref(held),
+            Decisions::Several => &self.crowded[&number],
+        }
+    }
+
+    /// The numbers of the occupied slots.
+    fn occupied_slots(&self) -> Vec<u32> {
+        (0..self.slots.len())
+            .filter(|&number| self.slots[number].is_some())
+            .map(slot_number)
+            .collect()
+    }
+
+    fn slot(&self, number: u32) -> &Slot {
+        self.slots[number as usize]
+            .as_ref()
+            .expect("a slot in use is occupied")
+    }
+
+    fn slot_mut(&mut self, number: u32) -> &mut Slot {
+        self.slots[number as usize]
+            .as_mut()
+            .expect("a slot in use is occupied")
+    }
+
+    /// The slot of `net`, if it has one.
+    fn find(&self, net: &IpNet) -> Option<u32> {
+        let slots = &self.slots;
+        let holds = |&number: &u32| {
+            slots[number as usize]
+                .as_ref()
+                .is_some_and(|s| s.net == *net)
+        };
+        self.by_net.find(self.hasher.hash_one(net), holds).copied()
+    }
+
+    /// The slot of `net`, made (empty) if it has none.
+    fn slot_for(&mut self, net: IpNet) -> u32 {
+        let (slots, free, hasher) = (&mut self.slots, &mut self.free, &self.hasher);
+        let prefix_of = |number: u32| slots[number as usize].as_ref().map(|slot| slot.net);
+        let entry = self.by_net.entry(
+            hasher.hash_one(net),
+            |&number| prefix_of(number) == Some(net),
+            |&number| hasher.hash_one(prefix_of(number).expect("a slot in the table is occupied")),
+        );
+        let vacant = match entry {
+            Entry::Occupied(entry) => return *entry.get(),
+            Entry::Vacant(vacant) => vacant,
+        };
+        let slot = Slot {
+            net,
+            decisions: Decisions::None,
+            in_maps: None,
+        };
+        let number = if let Some(number) = free.pop() {
+            slots[number as usize] = Some(slot);
+            number
+        } else {
+            slots.push(Some(slot));
+            slot_number(slots.len() - 1)
+        };
+        vacant.insert(number);
+        number
+    }
+
+    /// Frees a slot that holds nothing and is not in the maps.
+    fn free(&mut self, number: u32) {
+        let net = self.slot(number).net;
+        if let Ok(entry) = self
+            .by_net
+            .find_entry(self.hasher.hash_one(net), |&n| n == number)
+        {
+            entry.remove();
+        }
+        self.slots[number as usize] = None;
+        self.free.push(number);
+    }
+}
+
+/// A slot's number from its index: four bytes, as the table and heap keep them.
+fn slot_number(index: usize) -> u32 {
+    u32::try_from(index).expect("fewer than 4 billion prefixes")
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::collections::BTreeMap;
 
     use super::*;
 
-    /// The maps as a plain hash map.
+    /// The maps as a plain map, with a log of every write.
     #[derive(Default)]
     struct FakeMaps {
-        bans: HashMap<IpNet, Ban>,
+        bans: BTreeMap<IpNet, Ban>,
+        /// Every prefix that was ever written, to prove unchanged ones were not.
+        written: Vec<IpNet>,
         /// Every prefix that was ever removed, to prove kept ones never were.
         removed: Vec<IpNet>,
     }
@@ -269,6 +540,7 @@ mod tests {
     impl BanMaps for FakeMaps {
         fn insert_ban(&mut self, ban: Ban) -> Result<(), MapsError> {
             self.bans.insert(ban.net, ban);
+            self.written.push(ban.net);
             Ok(())
         }
         fn remove_ban(&mut self, net: IpNet) -> Result<(), MapsError> {
@@ -279,18 +551,23 @@ mod tests {
     }
 
     const T0: u64 = 1_000_000;
+    const CROWDSEC: u8 = 1;
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + secs)
     }
 
-    fn decision(id: i64, net: &str, kind: &str, until_secs: u64) -> Decision {
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    /// A `ban` from `crowdsec`.
+    fn decision(id: i64, prefix: &str, until_secs: u64) -> Decision {
         Decision {
             id,
-            net: net.parse().unwrap(),
-            origin: "crowdsec".into(),
-            scenario: "crowdsecurity/postfix-spam".into(),
-            kind: kind.into(),
+            net: net(prefix),
+            origin: CROWDSEC,
+            kind: 0,
             until: at(until_secs),
         }
     }
@@ -300,6 +577,7 @@ mod tests {
             new,
             deleted,
             skipped: Vec::new(),
+            kinds: vec!["ban".to_owned()],
         }
     }
 
@@ -312,37 +590,34 @@ mod tests {
         secs * 1_000_000_000
     }
 
-    fn step(s: &mut Sync, maps: &mut FakeMaps, ops: Vec<Op>) {
-        let applied = s.apply(ops, maps);
+    /// A delta at `secs`, applied; our view must match the maps after it.
+    fn delta(s: &mut Sync, maps: &mut FakeMaps, batch: StreamBatch, secs: u64) -> Applied {
+        let applied = s.delta(batch, at(secs), boot(secs), maps);
+        assert_in_step(s, maps, &applied);
+        applied
+    }
+
+    fn assert_in_step(s: &Sync, maps: &FakeMaps, applied: &Applied) {
         assert_eq!(applied.failed, 0);
-        assert_eq!(s.applied.len(), maps.bans.len());
+        assert_eq!(s.banned_prefixes(), maps.bans.len());
+        let believed: BTreeMap<IpNet, Ban> = s.applied().map(|b| (b.net, b)).collect();
+        assert_eq!(believed, maps.bans);
     }
 
     #[test]
     fn a_prefix_stays_banned_while_any_decision_covers_it() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(
-            &batch(
-                vec![
-                    decision(1, "203.0.113.7/32", "ban", 100),
-                    decision(2, "203.0.113.7/32", "ban", 50),
-                ],
-                vec![],
-            ),
-            at(0),
-            boot(0),
-        );
-        step(&mut s, &mut maps, ops);
-        let ban = maps.bans[&"203.0.113.7/32".parse().unwrap()];
+        let new = vec![
+            decision(1, "203.0.113.7/32", 100),
+            decision(2, "203.0.113.7/32", 50),
+        ];
+        delta(&mut s, &mut maps, batch(new, vec![]), 0);
+        let ban = maps.bans[&net("203.0.113.7/32")];
         assert_eq!(ban.expires_at_ns, boot(100), "expiry is the latest until");
 
-        let ops = s.delta(
-            &batch(vec![], vec![decision(1, "203.0.113.7/32", "ban", 100)]),
-            at(1),
-            boot(1),
-        );
-        step(&mut s, &mut maps, ops);
-        let ban = maps.bans[&"203.0.113.7/32".parse().unwrap()];
+        let deleted = vec![decision(1, "203.0.113.7/32", 100)];
+        delta(&mut s, &mut maps, batch(vec![], deleted), 1);
+        let ban = maps.bans[&net("203.0.113.7/32")];
         assert_eq!(
             ban.expires_at_ns,
             boot(50),
@@ -350,140 +625,214 @@ mod tests {
         );
         assert!(maps.removed.is_empty());
 
-        let ops = s.delta(
-            &batch(vec![], vec![decision(2, "203.0.113.7/32", "ban", 50)]),
-            at(2),
-            boot(2),
-        );
-        step(&mut s, &mut maps, ops);
+        let deleted = vec![decision(2, "203.0.113.7/32", 50)];
+        delta(&mut s, &mut maps, batch(vec![], deleted), 2);
         assert!(maps.bans.is_empty());
+    }
+
+    #[test]
+    fn the_latest_decision_gives_expiry_and_origin() {
+        let (mut s, mut maps) = (sync(), FakeMaps::default());
+        let mut from_cscli = decision(3, "2001:db8::/48", 300);
+        from_cscli.origin = 2;
+        let new = vec![
+            decision(1, "2001:db8::/48", 100),
+            from_cscli,
+            decision(2, "2001:db8::/48", 200),
+        ];
+        delta(&mut s, &mut maps, batch(new, vec![]), 0);
+        let ban = maps.bans[&net("2001:db8::/48")];
+        assert_eq!((ban.expires_at_ns, ban.origin), (boot(300), 2));
+
+        // The same id again replaces what it said.
+        delta(
+            &mut s,
+            &mut maps,
+            batch(vec![decision(3, "2001:db8::/48", 150)], vec![]),
+            1,
+        );
+        let ban = maps.bans[&net("2001:db8::/48")];
+        assert_eq!((ban.expires_at_ns, ban.origin), (boot(200), 1));
+
+        delta(
+            &mut s,
+            &mut maps,
+            batch(vec![], vec![decision(2, "2001:db8::/48", 200)]),
+            2,
+        );
+        assert_eq!(maps.bans[&net("2001:db8::/48")].expires_at_ns, boot(150));
+        assert_eq!(s.held, 2);
+        assert!(maps.removed.is_empty());
     }
 
     #[test]
     fn repeated_deletions_are_harmless() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(
-            &batch(vec![decision(1, "198.51.100.0/24", "ban", 100)], vec![]),
-            at(0),
-            boot(0),
-        );
-        step(&mut s, &mut maps, ops);
+        let new = vec![decision(1, "198.51.100.0/24", 100)];
+        delta(&mut s, &mut maps, batch(new, vec![]), 0);
         for _ in 0..3 {
-            let ops = s.delta(
-                &batch(vec![], vec![decision(1, "198.51.100.0/24", "ban", 100)]),
-                at(1),
-                boot(1),
-            );
-            step(&mut s, &mut maps, ops);
+            let deleted = vec![decision(1, "198.51.100.0/24", 100)];
+            delta(&mut s, &mut maps, batch(vec![], deleted), 1);
         }
         assert!(maps.bans.is_empty());
-        let ops = s.delta(
-            &batch(vec![], vec![decision(99, "198.51.100.0/24", "ban", 100)]),
-            at(1),
-            boot(1),
-        );
-        assert!(ops.is_empty(), "an unknown id changes nothing");
+        let deleted = vec![decision(99, "198.51.100.0/24", 100)];
+        let applied = delta(&mut s, &mut maps, batch(vec![], deleted), 1);
+        assert_eq!(applied, Applied::default(), "an unknown id changes nothing");
+        assert_eq!(maps.written.len(), 1);
     }
 
     #[test]
     fn other_decision_types_are_ignored() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(
-            &batch(
-                vec![
-                    decision(1, "203.0.113.7/32", "captcha", 100),
-                    decision(2, "203.0.113.8/32", "BAN", 100),
-                ],
-                vec![],
-            ),
-            at(0),
-            boot(0),
-        );
-        step(&mut s, &mut maps, ops);
+        let mut captcha = decision(1, "203.0.113.7/32", 100);
+        captcha.kind = 1;
+        let mut upper_case_ban = decision(2, "203.0.113.8/32", 100);
+        upper_case_ban.kind = 2;
+        let mut batch = batch(vec![captcha, upper_case_ban], vec![]);
+        batch.kinds = vec!["ban".into(), "captcha".into(), "BAN".into()];
+        delta(&mut s, &mut maps, batch, 0);
         assert_eq!(maps.bans.len(), 1);
-        assert!(maps.bans.contains_key(&"203.0.113.8/32".parse().unwrap()));
+        assert!(maps.bans.contains_key(&net("203.0.113.8/32")));
         assert!(s.ignored_types.contains("captcha"));
     }
 
     #[test]
     fn expired_decisions_leave_the_maps_on_tick() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(
-            &batch(
-                vec![
-                    decision(1, "203.0.113.7/32", "ban", 5),
-                    decision(2, "2001:db8::/48", "ban", 100),
-                ],
-                vec![],
-            ),
-            at(0),
-            boot(0),
-        );
-        step(&mut s, &mut maps, ops);
-        assert!(s.tick(at(4), boot(4)).is_empty());
-        let ops = s.tick(at(5), boot(5));
-        assert_eq!(ops, vec![Op::Unban("203.0.113.7/32".parse().unwrap())]);
-        step(&mut s, &mut maps, ops);
+        let new = vec![
+            decision(1, "203.0.113.7/32", 5),
+            decision(2, "2001:db8::/48", 100),
+        ];
+        delta(&mut s, &mut maps, batch(new, vec![]), 0);
+        assert_eq!(s.tick(at(4), boot(4), &mut maps), Applied::default());
+        let applied = s.tick(at(5), boot(5), &mut maps);
+        assert_eq!(applied.unbanned, 1);
+        assert_eq!(maps.removed, vec![net("203.0.113.7/32")]);
+        assert_in_step(&s, &maps, &applied);
         assert_eq!(maps.bans.len(), 1);
+    }
+
+    #[test]
+    fn a_freed_slot_taken_by_another_prefix_keeps_its_own_expiry() {
+        let (mut s, mut maps) = (sync(), FakeMaps::default());
+        delta(
+            &mut s,
+            &mut maps,
+            batch(vec![decision(1, "203.0.113.7/32", 5)], vec![]),
+            0,
+        );
+        delta(
+            &mut s,
+            &mut maps,
+            batch(vec![], vec![decision(1, "203.0.113.7/32", 5)]),
+            1,
+        );
+        // The freed slot goes to the next prefix; the first decision's expiry entry remains.
+        delta(
+            &mut s,
+            &mut maps,
+            batch(vec![decision(2, "203.0.113.9/32", 100)], vec![]),
+            2,
+        );
+        assert_eq!(s.slots.len(), 1, "the slot was reused");
+        assert_eq!(s.tick(at(6), boot(6), &mut maps), Applied::default());
+        assert!(maps.bans.contains_key(&net("203.0.113.9/32")));
+        assert_eq!(s.tick(at(100), boot(100), &mut maps).unbanned, 1);
+        assert!(maps.bans.is_empty());
+        assert_eq!(s.slots.iter().flatten().count(), 0);
+    }
+
+    #[test]
+    fn stale_expiries_do_not_pile_up() {
+        let (mut s, mut maps) = (sync(), FakeMaps::default());
+        for round in 0..10 * STALE_EXPIRIES as u64 {
+            // The same decision again, lasting a little longer each time.
+            let new = vec![decision(1, "203.0.113.7/32", 1_000 + round)];
+            delta(&mut s, &mut maps, batch(new, vec![]), 0);
+        }
+        assert_eq!(s.held, 1);
+        assert!(
+            s.expiries.len() <= 2 + STALE_EXPIRIES,
+            "{}",
+            s.expiries.len()
+        );
     }
 
     #[test]
     fn resync_keeps_what_stays_and_removes_only_what_went() {
         let adopted = vec![
             Ban {
-                net: "203.0.113.7/32".parse().unwrap(),
+                net: net("203.0.113.7/32"),
                 expires_at_ns: boot(100),
                 origin: 1,
             },
             Ban {
-                net: "203.0.113.8/32".parse().unwrap(),
+                net: net("203.0.113.8/32"),
                 expires_at_ns: boot(100),
                 origin: 1,
             },
         ];
         let mut maps = FakeMaps {
             bans: adopted.iter().map(|b| (b.net, *b)).collect(),
-            removed: vec![],
+            ..FakeMaps::default()
         };
         let mut s = Sync::new(&["ban".to_owned()], adopted);
-        let ops = s.resync(
-            &batch(
-                vec![
-                    decision(1, "203.0.113.7/32", "ban", 100),
-                    decision(3, "198.51.100.0/24", "ban", 200),
-                ],
-                vec![],
-            ),
-            at(0),
-            boot(0),
-        );
-        assert!(
-            !ops.contains(&Op::Unban("203.0.113.7/32".parse().unwrap())),
-            "a prefix that stays banned is never removed"
-        );
-        assert!(
-            !ops.iter().any(
-                |op| matches!(op, Op::Ban(b) if b.net == "203.0.113.7/32".parse::<IpNet>().unwrap())
-            ),
-            "unchanged: no write"
-        );
-        step(&mut s, &mut maps, ops);
+        let new = vec![
+            decision(1, "203.0.113.7/32", 100),
+            decision(3, "198.51.100.0/24", 200),
+        ];
+        let applied = s.resync(batch(new, vec![]), at(0), boot(0), &mut maps);
+        assert_in_step(&s, &maps, &applied);
         assert_eq!(
             maps.removed,
-            vec!["203.0.113.8/32".parse::<IpNet>().unwrap()]
+            vec![net("203.0.113.8/32")],
+            "a prefix that stays banned is never removed"
+        );
+        assert_eq!(
+            maps.written,
+            vec![net("198.51.100.0/24")],
+            "unchanged: no write"
         );
         assert_eq!(maps.bans.len(), 2);
     }
 
     #[test]
+    fn resync_replaces_every_decision_held() {
+        let (mut s, mut maps) = (sync(), FakeMaps::default());
+        let new = vec![
+            decision(1, "203.0.113.7/32", 100),
+            decision(2, "203.0.113.7/32", 300),
+            decision(3, "2001:db8::1/128", 100),
+        ];
+        delta(&mut s, &mut maps, batch(new, vec![]), 0);
+        let new = vec![decision(1, "203.0.113.7/32", 100)];
+        let applied = s.resync(batch(new, vec![]), at(1), boot(1), &mut maps);
+        assert_in_step(&s, &maps, &applied);
+        assert_eq!((applied.banned, applied.unbanned), (1, 1));
+        assert_eq!(maps.bans[&net("203.0.113.7/32")].expires_at_ns, boot(100));
+        assert_eq!((s.held, s.expiries.len()), (1, 1));
+    }
+
+    #[test]
     fn an_already_expired_decision_bans_nothing() {
         let (mut s, mut maps) = (sync(), FakeMaps::default());
-        let ops = s.delta(
-            &batch(vec![decision(1, "203.0.113.7/32", "ban", 0)], vec![]),
-            at(1),
-            boot(1),
+        delta(
+            &mut s,
+            &mut maps,
+            batch(vec![decision(1, "203.0.113.7/32", 0)], vec![]),
+            1,
         );
-        step(&mut s, &mut maps, ops);
         assert!(maps.bans.is_empty());
+        assert_eq!(s.slots.iter().flatten().count(), 0);
+    }
+
+    #[test]
+    fn a_prefix_costs_a_few_dozen_bytes() {
+        assert!(
+            size_of::<Option<Slot>>() <= 56,
+            "{}",
+            size_of::<Option<Slot>>()
+        );
+        assert_eq!(size_of::<Reverse<Due>>(), 12);
     }
 }
