@@ -146,6 +146,11 @@ pub mod flags {
     pub const RANGES_V4: u32 = 8;
     /// The IPv6 range trie is not empty.
     pub const RANGES_V6: u32 = 16;
+    /// The IPv4 address table holds an entry: a family with no single address banned skips
+    /// the table, so its clean SYNs do not pay a cache miss for nothing.
+    pub const ADDRS_V4: u32 = 32;
+    /// The IPv6 address table holds an entry.
+    pub const ADDRS_V6: u32 = 64;
 }
 
 /// Run-time settings of the program, one slot in `SETTINGS`.

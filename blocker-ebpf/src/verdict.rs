@@ -48,6 +48,8 @@ struct Family<const N: usize, const W: usize, const K: usize, const P: usize> {
     addrs: &'static Array<Bucket<W, K, P>>,
     ranges: &'static LpmTrie<[u8; N], BanEntry>,
     allow: &'static LpmTrie<[u8; N], AllowEntry>,
+    /// The `Settings` flag saying `addrs` holds anything.
+    addrs_flag: u32,
     /// The `Settings` flag saying `ranges` holds anything.
     ranges_flag: u32,
     /// The `Settings` flag saying `allow` holds anything.
@@ -58,6 +60,7 @@ const V4: Family<4, 1, 8, 0> = Family {
     addrs: &BANNED_V4_ADDRS,
     ranges: &BANNED_V4_RANGES,
     allow: &ALLOW_V4,
+    addrs_flag: flags::ADDRS_V4,
     ranges_flag: flags::RANGES_V4,
     allow_flag: flags::ALLOW_V4,
 };
@@ -65,6 +68,7 @@ const V6: Family<16, 4, 3, 1> = Family {
     addrs: &BANNED_V6_ADDRS,
     ranges: &BANNED_V6_RANGES,
     allow: &ALLOW_V6,
+    addrs_flag: flags::ADDRS_V6,
     ranges_flag: flags::RANGES_V6,
     allow_flag: flags::ALLOW_V6,
 };
@@ -120,7 +124,12 @@ impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W
         #[expect(clippy::cast_possible_truncation, reason = "N is 4 or 16")]
         let full = (N * 8) as u32;
         let ranges = settings.flags & self.ranges_flag != 0;
-        if let Some(tag) = self.table_tag(&table::words(&addr), settings) {
+        let tag = if settings.flags & self.addrs_flag != 0 {
+            self.table_tag(&table::words(&addr), settings)
+        } else {
+            None
+        };
+        if let Some(tag) = tag {
             let now = now();
             if table::live(tag, now) {
                 return Some(table::origin(tag));

@@ -196,17 +196,27 @@ impl KernelMaps {
     pub fn insert_ban(&mut self, ban: Ban) -> Result<(), MapsError> {
         let now = Instant::now();
         let tag = table::tag(ban.expires_at_ns, ban.origin);
-        let in_table = match ban.net {
+        let (in_table, first) = match ban.net {
             IpNet::V4(n) if n.prefix_len() == 32 => {
-                self.v4_addrs
-                    .insert(&table::words(&n.addr().octets()), tag, now)
+                let held = self.v4_addrs.held();
+                let placed = self
+                    .v4_addrs
+                    .insert(&table::words(&n.addr().octets()), tag, now);
+                (placed, held == 0 && self.v4_addrs.held() == 1)
             }
             IpNet::V6(n) if n.prefix_len() == 128 => {
-                self.v6_addrs
-                    .insert(&table::words(&n.addr().octets()), tag, now)
+                let held = self.v6_addrs.held();
+                let placed = self
+                    .v6_addrs
+                    .insert(&table::words(&n.addr().octets()), tag, now);
+                (placed, held == 0 && self.v6_addrs.held() == 1)
             }
-            _ => false,
+            _ => (false, false),
         };
+        if first {
+            // Set once the entry is in: the program only then starts looking in the table.
+            self.mark_lists()?;
+        }
         if in_table {
             // It may have overflowed before; the trie's old entry must not outlive this one.
             if self.overflow.remove(&ban.net) {
@@ -215,6 +225,12 @@ impl KernelMaps {
             return Ok(());
         }
         if ban.net.prefix_len() == ban.net.max_prefix_len() {
+            if self.overflow.is_empty() {
+                tracing::warn!(
+                    "the address table has no room for {}: it goes to the range trie, slower to search; more will follow until max_addresses is raised (it applies after `blocker detach`)",
+                    ban.net
+                );
+            }
             self.overflow.insert(ban.net);
         }
         let entry = BanEntry {
@@ -348,6 +364,8 @@ impl KernelMaps {
     fn mark_lists(&mut self) -> Result<(), MapsError> {
         let mut settings = self.settings()?;
         let held = [
+            (flags::ADDRS_V4, self.v4_addrs.held() > 0),
+            (flags::ADDRS_V6, self.v6_addrs.held() > 0),
             (flags::RANGES_V4, self.v4_ranges.keys().next().is_some()),
             (flags::RANGES_V6, self.v6_ranges.keys().next().is_some()),
             (flags::ALLOW_V4, self.allow_v4.keys().next().is_some()),

@@ -60,6 +60,8 @@ pub struct Table<const W: usize, const K: usize, const P: usize> {
     mask: u32,
     seed: u32,
     memory: Memory,
+    /// Entries (live or expired, not tombstones).
+    held: usize,
     /// Tombstones not yet quiet: when each was made, oldest first, and by slot.
     quarantine: VecDeque<(Instant, usize)>,
     tombstoned_at: HashMap<usize, Instant>,
@@ -150,14 +152,19 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
             mask: count - 1,
             seed,
             memory,
+            held: 0,
             quarantine: VecDeque::new(),
             tombstoned_at: HashMap::new(),
         };
         let now = Instant::now();
         for slot in 0..table.slots() {
-            if is_tombstone(table.tag(slot).load(Ordering::Relaxed)) {
-                table.quarantine.push_back((now, slot));
-                table.tombstoned_at.insert(slot, now);
+            match table.tag(slot).load(Ordering::Relaxed) {
+                0 => {}
+                tag if is_tombstone(tag) => {
+                    table.quarantine.push_back((now, slot));
+                    table.tombstoned_at.insert(slot, now);
+                }
+                _ => table.held += 1,
             }
         }
         table
@@ -173,6 +180,12 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
     #[must_use]
     pub fn mask(&self) -> u32 {
         self.mask
+    }
+
+    /// Entries held (live or expired, not tombstones).
+    #[must_use]
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     /// Whether no slot was ever used (a fresh map, so a new seed is safe).
@@ -267,7 +280,10 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
                 let current = self.tag(slot).load(Ordering::Acquire);
                 if current != 0 && self.addr(slot) == *addr {
                     self.tag(slot).store(tag, Ordering::Release);
-                    self.tombstoned_at.remove(&slot);
+                    if is_tombstone(current) {
+                        self.tombstoned_at.remove(&slot);
+                        self.held += 1;
+                    }
                     return true;
                 }
                 let reusable = current == 0
@@ -288,6 +304,7 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         // tag stored after it publishes it.
         unsafe { std::ptr::write_volatile(&raw mut (*self.slot(slot)).addr, *addr) };
         self.tag(slot).store(tag, Ordering::Release);
+        self.held += 1;
         true
     }
 
@@ -299,6 +316,7 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         };
         if !is_tombstone(self.tag(slot).load(Ordering::Acquire)) {
             self.tag(slot).store(table::TOMBSTONE, Ordering::Release);
+            self.held -= 1;
             self.quarantine.push_back((now, slot));
             self.tombstoned_at.insert(slot, now);
         }
@@ -359,9 +377,16 @@ mod tests {
         let later = table::tag(5 << 30, 1);
         assert!(t.insert(&[10], later, now));
         assert_eq!(t.entries().collect::<Vec<_>>(), vec![([10], later)]);
+        assert_eq!(t.held(), 1);
         assert!(t.remove(&[10], now));
         assert_eq!(t.get(&[10]), Some(table::TOMBSTONE));
         assert_eq!(t.entries().count(), 0);
+        assert_eq!(t.held(), 0);
+        assert!(
+            t.insert(&[10], LIVE, now),
+            "its own tombstone takes it back"
+        );
+        assert_eq!(t.held(), 1);
         assert!(
             !t.remove(&[11], now),
             "an address never inserted has no slot"

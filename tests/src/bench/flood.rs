@@ -360,7 +360,7 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
         );
         {
             let started = Instant::now();
-            let mut blocker = Blocker::load();
+            let mut blocker = Blocker::load_for(&set);
             blocker.install(&set);
             let load = started.elapsed().as_secs_f64();
             blocker.attach(&wire.rx, &wire.rx_if);

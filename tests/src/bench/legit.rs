@@ -85,8 +85,9 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
     };
     let to = SocketAddr::new(IpAddr::V4(mail.v4), 25);
     let _sink = Sink::start(mail, 25);
-    let mut blocker = Blocker::load();
-    blocker.install(&BanSet::new(config.entries, config.entries, super::SEED));
+    let set = BanSet::new(config.entries, config.entries, super::SEED);
+    let mut blocker = Blocker::load_for(&set);
+    blocker.install(&set);
     let before = blocker.maps.stats().expect("stats")[family::IPV4 as usize].syn_protected;
     let pass = RawXdp::load("empty_pass", &bpf::returning(XDP_PASS))
         .expect("load the empty XDP_PASS program");

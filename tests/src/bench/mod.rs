@@ -32,7 +32,7 @@ use aya::{
     programs::{XdpMode, xdp::XdpLinkId},
 };
 use blocker::{
-    loader,
+    loader::{self, Capacity},
     maps::{Ban, KernelMaps},
 };
 use blocker_common::origin;
@@ -173,9 +173,15 @@ pub struct Blocker {
 }
 
 impl Blocker {
+    /// Loads blocker with its address tables sized for `set`, as an admin sets
+    /// `max_addresses` to the lists they load (empty).
     #[must_use]
-    pub fn load() -> Blocker {
-        let mut ebpf = loader::load(blocker::loader::Capacity::default())
+    pub fn load_for(set: &sets::BanSet) -> Blocker {
+        let capacity = Capacity {
+            addresses: u32::try_from(set.v4.len().max(set.v6.len()).max(1))
+                .expect("bench sets stay far below 2^32"),
+        };
+        let mut ebpf = loader::load(capacity)
             .unwrap_or_else(|e| panic!("load blocker: {}", blocker::error_chain(&e)));
         let maps = KernelMaps::take(&mut ebpf).expect("blocker's maps");
         Blocker { ebpf, maps }

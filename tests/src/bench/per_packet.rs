@@ -181,7 +181,7 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
     let mut sizes = Vec::new();
     for &size in &config.sizes {
         let set = BanSet::new(size, size, super::SEED);
-        let mut blocker = Blocker::load();
+        let mut blocker = Blocker::load_for(&set);
         let started = std::time::Instant::now();
         blocker.install(&set);
         blocker.attach(&ns, "pp2");
