@@ -337,6 +337,7 @@ pub struct FamilyStats {
 const _: () = assert!(core::mem::size_of::<FamilyStats>() == 8 * (4 + 3 * origin::COUNT));
 const _: () = assert!(core::mem::size_of::<BanEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Settings>() == 16);
+const _: () = assert!(origin::COUNT <= 1 << table::ORIGIN_BITS);
 const _: () = assert!(core::mem::size_of::<BucketV4>() == 64);
 const _: () = assert!(core::mem::size_of::<BucketV6>() == 64);
 const _: () = assert!(core::mem::size_of::<AllowEntry>() == 4);

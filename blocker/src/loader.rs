@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
+    maps::{MapInfo, MapType},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         xdp::XdpLink,
     },
 };
-use blocker_common::{BucketV4, BucketV6, Slot, map, table};
+use blocker_common::{BucketV4, BucketV6, Settings, Slot, map, table};
 
 use crate::EBPF_OBJECT;
 
@@ -42,6 +43,10 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the pinned map {path} has another layout (left by an older blocker?); run `blocker detach`, then start again"
+    )]
+    OldPins { path: PathBuf },
     #[error("cannot create the pin directory {dir}")]
     PinDir {
         dir: PathBuf,
@@ -152,12 +157,37 @@ pub fn load(capacity: Capacity) -> Result<Ebpf, LoadError> {
 /// their size: a new `capacity` applies to tables made after `blocker detach`).
 pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Ebpf, LoadError> {
     ensure_bpffs(dir)?;
+    check_pins(dir)?;
     let mut loader = EbpfLoader::new();
     capacity.apply(&mut loader);
     for name in map::ALL {
         loader.map_pin_path(name, dir.join(name));
     }
     finish_load(loader.load(EBPF_OBJECT))
+}
+
+/// Refuses pins whose layout is not this build's (left by an older blocker): aya would reuse
+/// them as they are, and the verifier's refusal would not say why.
+fn check_pins(dir: &Path) -> Result<(), LoadError> {
+    let layouts = [
+        (map::BANNED_V4_ADDRS, MapType::Array, size_of::<BucketV4>()),
+        (map::BANNED_V6_ADDRS, MapType::Array, size_of::<BucketV6>()),
+        (map::SETTINGS, MapType::Array, size_of::<Settings>()),
+    ];
+    for (name, map_type, value_size) in layouts {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let fits = MapInfo::from_pin(&path).is_ok_and(|info| {
+            info.map_type().is_ok_and(|t| t == map_type)
+                && usize::try_from(info.value_size()) == Ok(value_size)
+        });
+        if !fits {
+            return Err(LoadError::OldPins { path });
+        }
+    }
+    Ok(())
 }
 
 fn finish_load(loaded: Result<Ebpf, EbpfError>) -> Result<Ebpf, LoadError> {

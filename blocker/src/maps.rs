@@ -37,6 +37,10 @@ pub enum MapsError {
         "map {name} is not an address table (pinned by an older blocker? `blocker detach` removes old pins)"
     )]
     NotATable { name: &'static str },
+    #[error(
+        "the address tables hold entries but the settings map has no hash seed (was its pin removed?); `blocker detach` and restart"
+    )]
+    SeedLost,
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("map {name}: {action} failed")]
@@ -110,7 +114,11 @@ impl KernelMaps {
             take(ebpf, map::STATS)?,
         )?;
         let mut settings = maps.settings()?;
-        if settings.hash_seed == 0 && maps.v4_addrs.never_used() && maps.v6_addrs.never_used() {
+        if settings.hash_seed == 0 {
+            if !(maps.v4_addrs.never_used() && maps.v6_addrs.never_used()) {
+                // The seed the entries were placed with is lost: none could be found again.
+                return Err(MapsError::SeedLost);
+            }
             settings.hash_seed = rand::random::<u32>() | 1;
             maps.v4_addrs.reseed(settings.hash_seed);
             maps.v6_addrs.reseed(settings.hash_seed);
@@ -118,7 +126,7 @@ impl KernelMaps {
         settings.v4_bucket_mask = maps.v4_addrs.mask();
         settings.v6_bucket_mask = maps.v6_addrs.mask();
         maps.write_settings(settings)?;
-        maps.mark_lists()?;
+        maps.drop_stale_overflow()?;
         Ok(maps)
     }
 
@@ -189,6 +197,27 @@ impl KernelMaps {
         Ok(maps)
     }
 
+    /// Deletes trie copies of addresses the table also holds (left by a daemon that died
+    /// between writing an address into the table and deleting its overflow copy): the table's
+    /// entry is the newer one.
+    fn drop_stale_overflow(&mut self) -> Result<(), MapsError> {
+        let held = |tag: Option<u32>| tag.is_some_and(|tag| tag >> table::ORIGIN_BITS != 0);
+        let stale: Vec<IpNet> = self
+            .overflow
+            .iter()
+            .copied()
+            .filter(|net| match net {
+                IpNet::V4(n) => held(self.v4_addrs.get(&table::words(&n.addr().octets()))),
+                IpNet::V6(n) => held(self.v6_addrs.get(&table::words(&n.addr().octets()))),
+            })
+            .collect();
+        for net in stale {
+            self.remove_range(net)?;
+            self.overflow.remove(&net);
+        }
+        self.mark_lists()
+    }
+
     /// Bans `net` until `expires_at_ns` (the program's monotonic clock, see `clock`; `u64::MAX`
     /// for ever). Replaces any entry for the same prefix in one write, so the prefix is never
     /// absent meanwhile. A single address's kernel expiry is rounded up to the table's unit
@@ -219,8 +248,10 @@ impl KernelMaps {
         }
         if in_table {
             // It may have overflowed before; the trie's old entry must not outlive this one.
-            if self.overflow.remove(&ban.net) {
+            if self.overflow.contains(&ban.net) {
                 self.remove_range(ban.net)?;
+                self.overflow.remove(&ban.net);
+                self.mark_lists()?;
             }
             return Ok(());
         }
@@ -259,18 +290,24 @@ impl KernelMaps {
     /// repeats deletions.
     pub fn remove_ban(&mut self, net: IpNet) -> Result<(), MapsError> {
         let now = Instant::now();
-        match net {
+        let emptied = match net {
             IpNet::V4(n) if n.prefix_len() == 32 => {
-                self.v4_addrs.remove(&table::words(&n.addr().octets()), now);
+                self.v4_addrs.remove(&table::words(&n.addr().octets()), now)
+                    && self.v4_addrs.held() == 0
             }
             IpNet::V6(n) if n.prefix_len() == 128 => {
-                self.v6_addrs.remove(&table::words(&n.addr().octets()), now);
+                self.v6_addrs.remove(&table::words(&n.addr().octets()), now)
+                    && self.v6_addrs.held() == 0
             }
-            _ => {}
-        }
+            _ => false,
+        };
         let single = net.prefix_len() == net.max_prefix_len();
-        if !single || self.overflow.remove(&net) {
+        if !single || self.overflow.contains(&net) {
+            // Forgotten only once deleted: a trie copy nobody remembers would ban for ever.
             self.remove_range(net)?;
+            self.overflow.remove(&net);
+            self.mark_lists()?;
+        } else if emptied {
             self.mark_lists()?;
         }
         Ok(())

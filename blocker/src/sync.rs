@@ -29,8 +29,9 @@ use crate::{
     maps::{Ban, KernelMaps, MapsError},
 };
 
-/// Expiry differences below this are clock-conversion noise, not a change worth a write.
-const EXPIRY_TOLERANCE_NS: u64 = 1_000_000_000;
+/// Expiry differences below this are clock-conversion noise, or the address table's rounding
+/// (up to one unit of 2^30 ns), not a change worth a write.
+const EXPIRY_TOLERANCE_NS: u64 = 2 << blocker_common::table::EXPIRY_SHIFT;
 
 /// Stale expiry entries (of decisions since released) tolerated beyond the live ones before
 /// the heap is rebuilt.

@@ -352,6 +352,8 @@ fn is_tombstone(tag: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use blocker_common::origin;
+
     use super::*;
 
     type V4 = Table<1, 8, 0>;
@@ -366,6 +368,31 @@ mod tests {
             .filter(|a| table::home(a, table.seed, table.mask) == home)
             .take(count)
             .collect()
+    }
+
+    #[test]
+    fn tags_round_expiry_up_to_the_unit_and_never_early() {
+        let unit = 1u64 << table::EXPIRY_SHIFT;
+        for expires in [1, unit - 1, unit, unit + 1, 5 * unit + 7] {
+            let tag = table::tag(expires, origin::CSCLI);
+            let kept = table::expires_at_ns(tag);
+            assert!(
+                kept >= expires && kept - expires < unit,
+                "{expires} kept as {kept}"
+            );
+            assert!(table::live(tag, expires - 1), "live just before {expires}");
+            assert!(!table::live(tag, kept), "over at {kept}");
+            assert_eq!(table::origin(tag), origin::CSCLI);
+        }
+        let never = table::tag(u64::MAX, origin::CAPI);
+        assert_eq!(table::expires_at_ns(never), u64::MAX);
+        let ten_years_of_uptime = 10 * 365 * 86_400 * 1_000_000_000;
+        assert!(table::live(never, ten_years_of_uptime));
+        assert!(
+            !table::live(table::TOMBSTONE, 0),
+            "a tombstone is never live"
+        );
+        assert!(!table::live(0, 0), "nor a never-used slot");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Installs what building and testing need, as `shared/TOOLCHAIN.md` describes: rust-src for
 //! the nightly, bpf-linker linked against the nightly's own libLLVM (no LLVM development
 //! package of that version exists in Debian here), and Debian's packages for the tests
-//! (`CrowdSec`'s LAPI and cscli, iproute2, nftables).
+//! (`CrowdSec`'s LAPI and cscli, iproute2, nftables, ethtool, bpftool).
 
 use std::{
     path::PathBuf,
@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests use.
-const TEST_PACKAGES: &[&str] = &["crowdsec", "iproute2", "nftables", "ethtool"];
+const TEST_PACKAGES: &[&str] = &["crowdsec", "iproute2", "nftables", "ethtool", "bpftool"];
 
 /// rust-src for nightly and bpf-linker.
 pub fn toolchain() -> Result<()> {
