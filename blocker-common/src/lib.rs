@@ -162,11 +162,11 @@ pub struct Settings {
     /// changed while a table holds anything (a guessable hash would let addresses be chosen
     /// to pile up in one bucket).
     pub hash_seed: u32,
-    /// Buckets of the IPv4 table minus one (a power of two minus one). The tables' sizes are
-    /// set at load, so the program reads them here.
-    pub v4_bucket_mask: u32,
-    /// Buckets of the IPv6 table minus one.
-    pub v6_bucket_mask: u32,
+    /// Buckets of the IPv4 table. The tables' sizes are set at load (any size: a table is
+    /// sized to its list, not to a power of two), so the program reads them here.
+    pub v4_buckets: u32,
+    /// Buckets of the IPv6 table.
+    pub v6_buckets: u32,
 }
 
 /// One slot of an address table: a `tag` saying what the slot holds ([`table`] has the
@@ -295,18 +295,28 @@ pub mod table {
         words
     }
 
-    /// The home bucket of an address under `seed`: each word is mixed in turn, so whether two
-    /// addresses collide depends on the seed.
+    /// The home bucket of an address, of `buckets`, under `seed`: each word is mixed in turn, so
+    /// whether two addresses collide depends on the seed; the hash is then scaled to
+    /// `buckets` by a multiply (Lemire's reduction), so any table size works without a divide.
     #[inline(always)]
     #[must_use]
-    pub fn home<const W: usize>(addr: &[u32; W], seed: u32, mask: u32) -> u32 {
+    pub fn home<const W: usize>(addr: &[u32; W], seed: u32, buckets: u32) -> u32 {
         let mut h = seed;
         let mut i = 0;
         while i < W {
             h = mix(h ^ addr[i]);
             i += 1;
         }
-        h & mask
+        #[expect(clippy::cast_possible_truncation, reason = "below buckets")]
+        let home = ((u64::from(h) * u64::from(buckets)) >> 32) as u32;
+        home
+    }
+
+    /// The bucket a probe visits after `bucket`, of `buckets` (wrapping to the first).
+    #[inline(always)]
+    #[must_use]
+    pub const fn next(bucket: u32, buckets: u32) -> u32 {
+        if bucket + 1 >= buckets { 0 } else { bucket + 1 }
     }
 }
 

@@ -155,12 +155,12 @@ impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W
     /// has one.
     #[inline(always)]
     fn table_tag(&self, addr: &[u32; W], settings: &Settings) -> Option<u32> {
-        let mask = if N == 4 {
-            settings.v4_bucket_mask
+        let buckets = if N == 4 {
+            settings.v4_buckets
         } else {
-            settings.v6_bucket_mask
+            settings.v6_buckets
         };
-        let mut index = table::home(addr, settings.hash_seed, mask);
+        let mut index = table::home(addr, settings.hash_seed, buckets);
         for _ in 0..table::PROBE_BUCKETS {
             let bucket = self.addrs.get(index)?;
             let mut open = false;
@@ -179,7 +179,7 @@ impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W
             if open {
                 return None;
             }
-            index = (index + 1) & mask;
+            index = table::next(index, buckets);
         }
         None
     }

@@ -123,8 +123,8 @@ impl KernelMaps {
             maps.v4_addrs.reseed(settings.hash_seed);
             maps.v6_addrs.reseed(settings.hash_seed);
         }
-        settings.v4_bucket_mask = maps.v4_addrs.mask();
-        settings.v6_bucket_mask = maps.v6_addrs.mask();
+        settings.v4_buckets = maps.v4_addrs.buckets();
+        settings.v6_buckets = maps.v6_addrs.buckets();
         maps.write_settings(settings)?;
         maps.drop_stale_overflow()?;
         Ok(maps)
@@ -338,7 +338,7 @@ impl KernelMaps {
     /// Buckets of the IPv4 and IPv6 address tables.
     #[must_use]
     pub fn table_buckets(&self) -> (u32, u32) {
-        (self.v4_addrs.mask() + 1, self.v6_addrs.mask() + 1)
+        (self.v4_addrs.buckets(), self.v6_addrs.buckets())
     }
 
     /// Every ban the kernel holds, expired ones included.

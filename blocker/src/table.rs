@@ -30,7 +30,7 @@ pub enum TableError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("map {name} has {buckets} buckets; an address table needs a power of two")]
+    #[error("map {name} has {buckets} buckets; an address table needs at least a probe's worth")]
     Size { name: &'static str, buckets: u32 },
     #[error(
         "cannot map {name} into memory (an mmapable array map is needed; was it pinned by an older blocker? `blocker detach` removes old pins)"
@@ -57,7 +57,7 @@ enum Memory {
 pub struct Table<const W: usize, const K: usize, const P: usize> {
     name: &'static str,
     buckets: NonNull<Bucket<W, K, P>>,
-    mask: u32,
+    bucket_count: u32,
     seed: u32,
     memory: Memory,
     /// Entries (live or expired, not tombstones).
@@ -92,7 +92,7 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
             .info()
             .map_err(|source| TableError::Info { name, source })?
             .max_entries();
-        if !buckets.is_power_of_two() {
+        if buckets < table::PROBE_BUCKETS {
             return Err(TableError::Size { name, buckets });
         }
         // SAFETY: page size is always available.
@@ -149,7 +149,7 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         let mut table = Table {
             name,
             buckets,
-            mask: count - 1,
+            bucket_count: count,
             seed,
             memory,
             held: 0,
@@ -176,10 +176,10 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         self.name
     }
 
-    /// Buckets minus one, as the program reads it from `Settings`.
+    /// Buckets, as the program reads them from `Settings`.
     #[must_use]
-    pub fn mask(&self) -> u32 {
-        self.mask
+    pub fn buckets(&self) -> u32 {
+        self.bucket_count
     }
 
     /// Entries held (live or expired, not tombstones).
@@ -204,7 +204,7 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
     }
 
     fn slots(&self) -> usize {
-        (self.mask as usize + 1) * K
+        self.bucket_count as usize * K
     }
 
     fn slot(&self, slot: usize) -> *mut Slot<W> {
@@ -236,11 +236,12 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         &self,
         addr: &[u32; W],
     ) -> impl Iterator<Item = std::ops::Range<usize>> + use<W, K, P> {
-        let home = table::home(addr, self.seed, self.mask);
-        let mask = self.mask;
-        (0..table::PROBE_BUCKETS).map(move |step| {
-            let bucket = ((home + step) & mask) as usize;
-            bucket * K..bucket * K + K
+        let buckets = self.bucket_count;
+        let mut bucket = table::home(addr, self.seed, buckets);
+        (0..table::PROBE_BUCKETS).map(move |_| {
+            let slots = bucket as usize * K..bucket as usize * K + K;
+            bucket = table::next(bucket, buckets);
+            slots
         })
     }
 
@@ -362,10 +363,10 @@ mod tests {
 
     /// Addresses that share a home bucket in a 4-bucket table under seed 7.
     fn same_home(table: &V4, count: usize) -> Vec<[u32; 1]> {
-        let home = table::home(&[0], table.seed, table.mask);
+        let home = table::home(&[0], table.seed, table.bucket_count);
         (1..)
             .map(|a| [a])
-            .filter(|a| table::home(a, table.seed, table.mask) == home)
+            .filter(|a| table::home(a, table.seed, table.bucket_count) == home)
             .take(count)
             .collect()
     }
