@@ -43,9 +43,10 @@ pub mod map {
 
 /// Default capacities. Single addresses are the bulk of real block lists, ranges are few.
 pub mod capacity {
-    /// Buckets of the IPv4 address table: 2^18 × 8 slots (2 Mi addresses, 16 MiB).
+    /// Buckets of the IPv4 address table in the object; the loader sets the real size from
+    /// `max_addresses` (`blocker::loader::Capacity`).
     pub const V4_BUCKETS: u32 = 1 << 18;
-    /// Buckets of the IPv6 address table: 2^19 × 3 slots (1.5 Mi addresses, 32 MiB).
+    /// Buckets of the IPv6 address table in the object; the loader sets the real size.
     pub const V6_BUCKETS: u32 = 1 << 19;
     /// Entries in each range trie (per family).
     pub const RANGES: u32 = 1 << 18;
