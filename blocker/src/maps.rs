@@ -335,6 +335,13 @@ impl KernelMaps {
         }
     }
 
+    /// Bytes of the address tables mapped into this process (resident, and part of its RSS,
+    /// though they are the kernel maps' memory).
+    #[must_use]
+    pub fn mapped_bytes(&self) -> usize {
+        self.v4_addrs.mapped_bytes() + self.v6_addrs.mapped_bytes()
+    }
+
     /// Buckets of the IPv4 and IPv6 address tables.
     #[must_use]
     pub fn table_buckets(&self) -> (u32, u32) {

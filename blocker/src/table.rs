@@ -182,6 +182,18 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         self.bucket_count
     }
 
+    /// Bytes of the kernel's table mapped into this process. All of it is resident from the
+    /// start (the kernel maps every page at once), and counts in the process's RSS although it
+    /// is the map's memory.
+    #[must_use]
+    pub fn mapped_bytes(&self) -> usize {
+        match self.memory {
+            Memory::Mapped { len, .. } => len,
+            #[cfg(test)]
+            Memory::Heap(_) => 0,
+        }
+    }
+
     /// Entries held (live or expired, not tombstones).
     #[must_use]
     pub fn held(&self) -> usize {

@@ -77,6 +77,10 @@ pub struct Applied {
     /// `VmRSS` before the pull and `VmHWM` after it, bytes.
     pub rss_before: u64,
     pub peak_rss: u64,
+    /// Of that, the address tables the daemon maps from the kernel to write them directly:
+    /// resident from the start, and the maps' memory (also in `map_memory`), not the
+    /// daemon's own.
+    pub tables_mapped: u64,
     /// Kernel memory of each map after the pull, bytes.
     pub map_memory: Vec<(String, u64)>,
 }
@@ -88,6 +92,8 @@ pub struct ApplyResult {
     pub seconds: Stat,
     /// Peak RSS in MB (10^6 bytes).
     pub peak_rss_mb: Stat,
+    /// Peak RSS less the mapped address tables: the daemon's own memory, MB.
+    pub own_rss_mb: Stat,
     pub runs: Vec<Applied>,
 }
 
@@ -138,6 +144,7 @@ fn apply(config: &Config, decisions: usize, log: &mut impl FnMut(&str)) -> Apply
         answer_bytes,
         seconds: Stat::default(),
         peak_rss_mb: Stat::default(),
+        own_rss_mb: Stat::default(),
         runs: Vec::new(),
     };
     for _ in 0..config.rounds {
@@ -165,14 +172,19 @@ fn apply(config: &Config, decisions: usize, log: &mut impl FnMut(&str)) -> Apply
             set.len()
         );
         #[expect(clippy::cast_precision_loss, reason = "bytes")]
-        let (answer_mb, peak_mb) = (answer_bytes as f64 / 1e6, applied.peak_rss as f64 / 1e6);
+        let (answer_mb, peak_mb, own_mb) = (
+            answer_bytes as f64 / 1e6,
+            applied.peak_rss as f64 / 1e6,
+            applied.peak_rss.saturating_sub(applied.tables_mapped) as f64 / 1e6,
+        );
         log(&format!(
-            "control: {decisions} decisions ({answer_mb:.0} MB answer) applied in {:.2} s, peak RSS {peak_mb:.0} MB, maps {} MiB",
+            "control: {decisions} decisions ({answer_mb:.0} MB answer) applied in {:.2} s, peak RSS {peak_mb:.0} MB ({own_mb:.0} MB without the mapped tables), maps {} MiB",
             applied.seconds,
             applied.map_memory.iter().map(|m| m.1).sum::<u64>() >> 20
         ));
         result.seconds.push(applied.seconds);
         result.peak_rss_mb.push(peak_mb);
+        result.own_rss_mb.push(own_mb);
         result.runs.push(applied);
     }
     result
@@ -188,6 +200,7 @@ pub fn apply_child(url: &str) {
     let mut ebpf = blocker::loader::load(blocker::loader::Capacity::default())
         .unwrap_or_else(|e| panic!("load: {}", blocker::error_chain(&e)));
     let maps = KernelMaps::take(&mut ebpf).expect("maps");
+    let tables_mapped = maps.mapped_bytes() as u64;
     let settings = LapiSettings::new(
         url.parse().expect("a URL"),
         LapiAuth::ApiKey(ApiKey::new("bench".into())),
@@ -207,6 +220,7 @@ pub fn apply_child(url: &str) {
         failed: report.applied.failed,
         rss_before,
         peak_rss: status_kib("VmHWM") << 10,
+        tables_mapped,
         map_memory: bpf::map_memory(),
     };
     println!("{}", serde_json::to_string(&applied).expect("serialize"));
