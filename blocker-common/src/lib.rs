@@ -212,6 +212,10 @@ pub type BucketV6 = Bucket<4, 3, 1>;
 /// address. The daemon writes an address only into a slot whose tag is 0 or a tombstone
 /// nobody has matched for a second, and then stores the tag, so a reader that sees a live tag
 /// sees the address written before it. Changing a live entry's expiry is one 4-byte store.
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program's hot path: inlined, each lookup is straight-line code"
+)]
 pub mod table {
     /// Buckets a lookup walks at most, from the home bucket on.
     pub const PROBE_BUCKETS: u32 = 4;
@@ -308,9 +312,7 @@ pub mod table {
             h = mix(h ^ addr[i]);
             i += 1;
         }
-        #[expect(clippy::cast_possible_truncation, reason = "below buckets")]
-        let home = ((u64::from(h) * u64::from(buckets)) >> 32) as u32;
-        home
+        ((u64::from(h) * u64::from(buckets)) >> 32) as u32
     }
 
     /// The bucket a probe visits after `bucket`, of `buckets` (wrapping to the first).

@@ -226,20 +226,18 @@ impl KernelMaps {
         let now = Instant::now();
         let tag = table::tag(ban.expires_at_ns, ban.origin);
         let (in_table, first) = match ban.net {
-            IpNet::V4(n) if n.prefix_len() == 32 => {
-                let held = self.v4_addrs.held();
-                let placed = self
-                    .v4_addrs
-                    .insert(&table::words(&n.addr().octets()), tag, now);
-                (placed, held == 0 && self.v4_addrs.held() == 1)
-            }
-            IpNet::V6(n) if n.prefix_len() == 128 => {
-                let held = self.v6_addrs.held();
-                let placed = self
-                    .v6_addrs
-                    .insert(&table::words(&n.addr().octets()), tag, now);
-                (placed, held == 0 && self.v6_addrs.held() == 1)
-            }
+            IpNet::V4(n) if n.prefix_len() == 32 => place(
+                &mut self.v4_addrs,
+                &table::words(&n.addr().octets()),
+                tag,
+                now,
+            ),
+            IpNet::V6(n) if n.prefix_len() == 128 => place(
+                &mut self.v6_addrs,
+                &table::words(&n.addr().octets()),
+                tag,
+                now,
+            ),
             _ => (false, false),
         };
         if first {
@@ -537,6 +535,18 @@ fn add_stats(total: &mut FamilyStats, more: &FamilyStats) {
         total.dropped_bytes[slot] += more.dropped_bytes[slot];
         total.observed_packets[slot] += more.observed_packets[slot];
     }
+}
+
+/// Puts `addr` in `table`: whether it found room, and whether it is the table's first entry.
+fn place<const W: usize, const K: usize, const P: usize>(
+    table: &mut Table<W, K, P>,
+    addr: &[u32; W],
+    tag: u32,
+    now: Instant,
+) -> (bool, bool) {
+    let was_empty = table.held() == 0;
+    let placed = table.insert(addr, tag, now);
+    (placed, was_empty && table.held() == 1)
 }
 
 /// The flag saying `net`'s family has ranges.
