@@ -18,7 +18,7 @@ use crate::{
     daemon::{self, DaemonSettings},
     inspect::{self, BanView, Verdict},
     loader,
-    maps::KernelMaps,
+    maps::{KernelMaps, TableUsage},
     state::{DaemonState, unix_seconds},
 };
 
@@ -167,6 +167,7 @@ struct StatusReport {
     banned_v6: usize,
     expired_awaiting_removal: usize,
     allowlisted_prefixes: usize,
+    tables: TableUsage,
     ports: Vec<u16>,
     observe: bool,
     counters: Vec<FamilyReport>,
@@ -199,6 +200,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         banned_v6: bans.iter().filter(|b| b.net.addr().is_ipv6()).count(),
         expired_awaiting_removal: bans.iter().filter(|b| b.expires_at_ns <= boot).count(),
         allowlisted_prefixes: maps.allows()?.len(),
+        tables: maps.table_usage(),
         ports: maps.ports()?,
         observe: maps.settings()?.flags & blocker_common::flags::OBSERVE != 0,
         counters: [("ipv4", &stats[0]), ("ipv6", &stats[1])]
@@ -247,6 +249,20 @@ fn print_status(report: &StatusReport, state_file: &Path) {
         report.banned_v6,
         report.expired_awaiting_removal,
         report.allowlisted_prefixes
+    );
+    let t = &report.tables;
+    println!(
+        "tables:      IPv4 {} of {} slots, IPv6 {} of {} slots; {} overflowed to the range tries{}",
+        t.v4_entries,
+        t.v4_slots,
+        t.v6_entries,
+        t.v6_slots,
+        t.overflowed,
+        if t.overflowed > 0 {
+            " (raise max_addresses, then `blocker detach` and restart)"
+        } else {
+            ""
+        }
     );
     for f in &report.counters {
         println!(

@@ -68,6 +68,18 @@ pub struct Ban {
     pub origin: u32,
 }
 
+/// How full the address tables are, for `blocker status`: an admin raises `max_addresses`
+/// when addresses overflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TableUsage {
+    pub v4_entries: usize,
+    pub v4_slots: usize,
+    pub v6_entries: usize,
+    pub v6_slots: usize,
+    /// Single addresses in the range tries because their table probe was full.
+    pub overflowed: usize,
+}
+
 /// Handles on every map of a loaded (or pinned) program.
 pub struct KernelMaps {
     v4_addrs: Table<1, 8, 0>,
@@ -338,6 +350,18 @@ impl KernelMaps {
     #[must_use]
     pub fn mapped_bytes(&self) -> usize {
         self.v4_addrs.mapped_bytes() + self.v6_addrs.mapped_bytes()
+    }
+
+    /// How full the address tables are.
+    #[must_use]
+    pub fn table_usage(&self) -> TableUsage {
+        TableUsage {
+            v4_entries: self.v4_addrs.held(),
+            v4_slots: self.v4_addrs.slots(),
+            v6_entries: self.v6_addrs.held(),
+            v6_slots: self.v6_addrs.slots(),
+            overflowed: self.overflow.len(),
+        }
     }
 
     /// Buckets of the IPv4 and IPv6 address tables.

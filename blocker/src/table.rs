@@ -215,7 +215,9 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         self.seed = seed;
     }
 
-    fn slots(&self) -> usize {
+    /// Slots in the table.
+    #[must_use]
+    pub fn slots(&self) -> usize {
         self.bucket_count as usize * K
     }
 

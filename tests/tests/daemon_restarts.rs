@@ -122,6 +122,14 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
         status["banned_v4"], 1,
         "the pinned ban is still there: {status}"
     );
+    assert_eq!(
+        (
+            status["tables"]["v4_entries"].as_u64(),
+            status["tables"]["overflowed"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "it is in the pinned IPv4 address table: {status}"
+    );
 
     let mut second = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
     std::thread::sleep(Duration::from_secs(3));
