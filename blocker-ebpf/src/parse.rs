@@ -30,11 +30,13 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// The source address of the packet, as the ban maps key it.
+/// The source address of the packet, as the ban maps key it: where it lies in the frame. It is
+/// read only once the packet turns out to be a SYN worth judging, so the bulk of the traffic,
+/// which is not, never pays for copying it.
 #[derive(Clone, Copy)]
 pub enum Source {
-    V4([u8; 4]),
-    V6([u8; 16]),
+    V4(&'static [u8; 4]),
+    V6(&'static [u8; 16]),
 }
 
 /// What parsing found out about a packet.
@@ -70,7 +72,7 @@ struct Cursor {
 impl Cursor {
     /// Takes the next `N` bytes, or fails if the frame or the datagram ends first.
     #[inline(always)]
-    fn take<const N: usize>(&mut self) -> Result<&[u8; N], Truncated> {
+    fn take<const N: usize>(&mut self) -> Result<&'static [u8; N], Truncated> {
         if self.pos + N > self.end {
             return Err(Truncated);
         }
@@ -103,6 +105,16 @@ impl Cursor {
     fn limit_to(&mut self, ip_payload: usize) {
         self.ip_left = ip_payload;
     }
+}
+
+/// The `N` bytes at `AT` of a header already taken (`AT + N <= H`, checked at compile time).
+#[inline(always)]
+fn field<const H: usize, const AT: usize, const N: usize>(
+    header: &'static [u8; H],
+) -> &'static [u8; N] {
+    const { assert!(AT + N <= H) };
+    // SAFETY: inside `header`, which lies inside the frame.
+    unsafe { &*header.as_ptr().add(AT).cast::<[u8; N]>() }
 }
 
 #[inline(always)]
@@ -166,7 +178,7 @@ fn ipv4(cur: &mut Cursor, is_protected: &impl Fn(u16) -> bool) -> Parsed {
     let total_len = usize::from(be16(ip, 2));
     let frag = be16(ip, 6);
     let protocol = ip[9];
-    let source = Source::V4([ip[12], ip[13], ip[14], ip[15]]);
+    let source = Source::V4(field::<20, 12, 4>(ip));
     if version != 4 || header_len < 20 || total_len < header_len {
         return Parsed::Malformed;
     }
@@ -197,9 +209,7 @@ fn ipv6(cur: &mut Cursor, is_protected: &impl Fn(u16) -> bool) -> Parsed {
     }
     let payload_len = usize::from(be16(ip, 4));
     let mut next = ip[6];
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&ip[8..24]);
-    let source = Source::V6(src);
+    let source = Source::V6(field::<40, 8, 16>(ip));
     // 0 means a jumbogram, whose length is in a hop-by-hop option: the frame bounds it.
     if payload_len != 0 {
         cur.limit_to(payload_len);

@@ -84,12 +84,14 @@ fn now() -> u64 {
 pub fn judge(source: Source, undecidable: bool) -> Judgement {
     let settings = SETTINGS.get(0).copied().unwrap_or_default();
     match source {
-        Source::V4(addr) => V4.judge(addr, &settings, undecidable),
-        // `::ffff:a.b.c.d` is an IPv4 client on a dual-stack socket: judge it as IPv4.
-        Source::V6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, a, b, c, d]) => {
-            V4.judge([a, b, c, d], &settings, undecidable)
-        }
-        Source::V6(addr) => V6.judge(addr, &settings, undecidable),
+        Source::V4(addr) => V4.judge(*addr, &settings, undecidable),
+        Source::V6(addr) => match *addr {
+            // `::ffff:a.b.c.d` is an IPv4 client on a dual-stack socket: judge it as IPv4.
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, a, b, c, d] => {
+                V4.judge([a, b, c, d], &settings, undecidable)
+            }
+            addr => V6.judge(addr, &settings, undecidable),
+        },
     }
 }
 
