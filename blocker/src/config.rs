@@ -187,7 +187,7 @@ pub struct Config {
     #[serde(default)]
     mode: Mode,
     /// Single banned addresses per family the kernel's address tables are sized for; default
-    /// 1,000,000 (12 MB for IPv4, 32 MB for IPv6). More still work, from the slower range
+    /// 131,072 (1.5 MB for IPv4, 4 MB for IPv6). More still work, from the slower range
     /// trie. Takes effect on tables made after `blocker detach`.
     #[serde(default = "default_max_addresses")]
     max_addresses: u32,

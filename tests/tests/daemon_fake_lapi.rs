@@ -125,7 +125,11 @@ struct Daemon {
 impl Daemon {
     /// An enforcer pulling from `fake`, each request limited to `timeout`; its maps are empty.
     fn start(fake: &Fake, timeout: Duration) -> Daemon {
-        let mut ebpf = loader::load(blocker::loader::Capacity::default())
+        // Sized for the huge answer, as an admin sizes `max_addresses` for their lists.
+        let capacity = blocker::loader::Capacity {
+            addresses: u32::try_from(HUGE_DECISION_COUNT).expect("fits"),
+        };
+        let mut ebpf = loader::load(capacity)
             .unwrap_or_else(|e| panic!("load the XDP object: {}", error_chain(&e)));
         let maps = KernelMaps::take(&mut ebpf).expect("take the maps");
         let mut settings = LapiSettings::new(

@@ -197,7 +197,11 @@ pub fn apply_child(url: &str) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let mut ebpf = blocker::loader::load(blocker::loader::Capacity::default())
+    // Sized for the largest answer, as an admin sizes `max_addresses` for their lists.
+    let capacity = blocker::loader::Capacity {
+        addresses: 1_000_000,
+    };
+    let mut ebpf = blocker::loader::load(capacity)
         .unwrap_or_else(|e| panic!("load: {}", blocker::error_chain(&e)));
     let maps = KernelMaps::take(&mut ebpf).expect("maps");
     let tables_mapped = maps.mapped_bytes() as u64;
