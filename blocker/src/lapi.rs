@@ -519,7 +519,13 @@ impl LapiClient {
         let mut received = 0;
         let mut transfer = Ok(());
         loop {
-            let chunk = match response.chunk().await {
+            let next = tokio::select! {
+                next = response.chunk() => next,
+                // The parser stopped: the answer is malformed, as it will say. Said now, not
+                // after a server that goes quiet has run the request's timeout out.
+                () = chunks.closed() => break,
+            };
+            let chunk = match next {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(source) => {
@@ -814,6 +820,38 @@ mod tests {
             err.to_string(),
             format!("lapi unreachable at http://127.0.0.1:{port}/v1/decisions/stream")
         );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_answer_is_named_even_if_the_server_then_goes_quiet() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0_u8; 4096];
+            let _ = socket.read(&mut buf).await.unwrap();
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n";
+            socket.write_all(head.as_bytes()).await.unwrap();
+            socket.write_all(b"<html>").await.unwrap();
+            // Then nothing, with the connection open, until the test is over.
+            let _ = wait.await;
+        });
+        let mut settings = settings(&url);
+        settings.timeout = Duration::from_secs(10);
+        let err = client(&settings)
+            .stream(true, SystemTime::UNIX_EPOCH)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LapiError::Decisions { .. }),
+            "the answer's fault, not a timeout: {}",
+            crate::error_chain(&err)
+        );
+        let _ = done.send(());
+        server.await.unwrap();
     }
 
     /// Serves one canned HTTP answer on a local port; hands back the request head it read.

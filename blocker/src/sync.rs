@@ -29,9 +29,13 @@ use crate::{
     maps::{Ban, KernelMaps, MapsError},
 };
 
-/// Expiry differences below this are clock-conversion noise, or the address table's rounding
-/// (up to one unit of 2^30 ns), not a change worth a write.
-const EXPIRY_TOLERANCE_NS: u64 = 2 << blocker_common::table::EXPIRY_SHIFT;
+/// Expiry differences below this are clock-conversion noise, not a change worth a write.
+const EXPIRY_NOISE_NS: u64 = 1_000_000_000;
+
+/// How much later than asked the address table may keep an expiry (read back from a pinned
+/// table, it is rounded up to the table's unit): not a change worth a write either. Only
+/// later: an entry that would end early is always rewritten.
+const EXPIRY_ROUNDING_NS: u64 = 1 << blocker_common::table::EXPIRY_SHIFT;
 
 /// Stale expiry entries (of decisions since released) tolerated beyond the live ones before
 /// the heap is rebuilt.
@@ -310,7 +314,11 @@ impl Sync {
         match slot.in_maps {
             Some(old)
                 if old.origin == ban.origin
-                    && old.expires_at_ns.abs_diff(ban.expires_at_ns) < EXPIRY_TOLERANCE_NS =>
+                    && ban.expires_at_ns <= old.expires_at_ns.saturating_add(EXPIRY_NOISE_NS)
+                    && old.expires_at_ns
+                        <= ban
+                            .expires_at_ns
+                            .saturating_add(EXPIRY_ROUNDING_NS + EXPIRY_NOISE_NS) =>
             {
                 None
             }
@@ -603,6 +611,44 @@ mod tests {
         assert_eq!(s.banned_prefixes(), maps.bans.len());
         let believed: BTreeMap<IpNet, Ban> = s.applied().map(|b| (b.net, b)).collect();
         assert_eq!(believed, maps.bans);
+    }
+
+    #[test]
+    fn an_expiry_kept_a_little_late_is_left_but_one_that_would_end_early_is_rewritten() {
+        let prefix = net("203.0.113.7/32");
+        // Adopted from a pinned table, which rounds expiries up.
+        let adopted = Ban {
+            net: prefix,
+            expires_at_ns: boot(100) + 900_000_000,
+            origin: u32::from(CROWDSEC),
+        };
+        let mut s = Sync::new(&["ban".to_owned()], vec![adopted]);
+        let mut maps = FakeMaps::default();
+        maps.bans.insert(prefix, adopted);
+        let applied = s.resync(
+            batch(vec![decision(1, "203.0.113.7/32", 100)], vec![]),
+            at(0),
+            boot(0),
+            &mut maps,
+        );
+        assert_in_step(&s, &maps, &applied);
+        assert!(
+            maps.written.is_empty(),
+            "0.9 s late is the table's rounding: no write"
+        );
+
+        delta(
+            &mut s,
+            &mut maps,
+            batch(vec![decision(2, "203.0.113.7/32", 102)], vec![]),
+            1,
+        );
+        assert_eq!(
+            maps.written,
+            [prefix],
+            "two seconds more must reach the kernel"
+        );
+        assert_eq!(maps.bans[&prefix].expires_at_ns, boot(102));
     }
 
     #[test]
