@@ -32,11 +32,13 @@ pub const TCP_ACK: u8 = 0x10;
 
 /// The source address of the packet, as the ban maps key it: where it lies in the frame. It is
 /// read only once the packet turns out to be a SYN worth judging, so the bulk of the traffic,
-/// which is not, never pays for copying it.
+/// which is not, never pays for copying it. A raw pointer, not a reference, on purpose: LLVM
+/// may load through a reference wherever it likes, and did, copying all 16 bytes of an IPv6
+/// source to the stack before even looking at the TCP flags.
 #[derive(Clone, Copy)]
 pub enum Source {
-    V4(&'static [u8; 4]),
-    V6(&'static [u8; 16]),
+    V4(*const [u8; 4]),
+    V6(*const [u8; 16]),
 }
 
 /// What parsing found out about a packet.
@@ -107,19 +109,38 @@ impl Cursor {
     }
 }
 
-/// The `N` bytes at `AT` of a header already taken (`AT + N <= H`, checked at compile time).
+/// Where the `N` bytes at `AT` of a header already taken lie (`AT + N <= H`, checked at
+/// compile time), for a later read.
 #[inline(always)]
 fn field<const H: usize, const AT: usize, const N: usize>(
     header: &'static [u8; H],
-) -> &'static [u8; N] {
+) -> *const [u8; N] {
     const { assert!(AT + N <= H) };
     // SAFETY: inside `header`, which lies inside the frame.
-    unsafe { &*header.as_ptr().add(AT).cast::<[u8; N]>() }
+    unsafe { header.as_ptr().add(AT).cast::<[u8; N]>() }
+}
+
+/// One load of a `T` at `at`, which the caller has bounds-checked.
+///
+/// A single 2- or 4-byte load, as C's `ntohs(iph->tot_len)` is: LLVM turns an unaligned read
+/// into byte loads and shifts for BPF. Every field read this way sits at its natural alignment
+/// counting from the IP header (Ethernet and VLAN headers keep 2-byte alignment, IPv4 options
+/// and IPv6 extension headers keep 4), which is all the verifier asks of packet loads on an
+/// architecture that needs aligned ones (it counts from `NET_IP_ALIGN`); x86 and arm64 load
+/// from any address.
+///
+/// # Safety
+/// `at..at + size_of::<T>()` lies inside the frame.
+#[inline(always)]
+pub unsafe fn load<T: Copy>(at: *const u8) -> T {
+    // SAFETY: inside the frame (the caller's promise); alignment as above.
+    unsafe { at.cast::<T>().read() }
 }
 
 #[inline(always)]
 fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    // SAFETY: inside `b`, which lies inside the frame.
+    u16::from_be(unsafe { load(b.as_ptr().add(at)) })
 }
 
 /// Classifies the frame `data..end`; `is_protected` says whether a TCP port is protected.

@@ -15,7 +15,8 @@ use blocker_common::{AllowEntry, BanEntry, Bucket, Settings, flags, table};
 
 use crate::{
     ALLOW_V4, ALLOW_V6, BANNED_V4_ADDRS, BANNED_V4_RANGES, BANNED_V6_ADDRS, BANNED_V6_RANGES,
-    SETTINGS, parse::Source,
+    SETTINGS,
+    parse::{Source, load},
 };
 
 pub enum Judgement {
@@ -83,22 +84,28 @@ fn now() -> u64 {
 #[inline(always)]
 pub fn judge(source: Source, undecidable: bool) -> Judgement {
     let settings = SETTINGS.get(0).copied().unwrap_or_default();
+    // SAFETY (both loads): the parser bounds-checked these bytes of the frame, which stays
+    // put for the program's run.
     match source {
-        Source::V4(addr) => V4.judge(*addr, &settings, undecidable),
-        Source::V6(addr) => match *addr {
+        Source::V4(addr) => V4.judge(unsafe { load(addr.cast()) }, &settings, undecidable),
+        Source::V6(addr) => match unsafe { load::<[u32; 4]>(addr.cast()) } {
             // `::ffff:a.b.c.d` is an IPv4 client on a dual-stack socket: judge it as IPv4.
-            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, a, b, c, d] => {
-                V4.judge([a, b, c, d], &settings, undecidable)
-            }
+            [0, 0, MAPPED_V4, v4] => V4.judge([v4], &settings, undecidable),
             addr => V6.judge(addr, &settings, undecidable),
         },
     }
 }
 
+/// The third word of an IPv4-mapped IPv6 address, `::ffff:0:0/96`.
+const MAPPED_V4: u32 = u32::from_ne_bytes([0, 0, 0xFF, 0xFF]);
+
 impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W, K, P> {
     #[inline(always)]
-    fn judge(&self, addr: [u8; N], settings: &Settings, undecidable: bool) -> Judgement {
-        let Some(origin) = self.banned_origin(addr, settings) else {
+    fn judge(&self, words: [u32; W], settings: &Settings, undecidable: bool) -> Judgement {
+        const { assert!(N == 4 * W) };
+        // SAFETY: the same bytes, as the tries key them.
+        let addr = unsafe { (&raw const words).cast::<[u8; N]>().read() };
+        let Some(origin) = self.banned_origin(&words, addr, settings) else {
             return Judgement::Clean { undecidable };
         };
         #[expect(clippy::cast_possible_truncation, reason = "N is 4 or 16")]
@@ -122,12 +129,12 @@ impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W
     /// after a hit: a clean source costs a table lookup (and a trie lookup if there are
     /// ranges) and nothing more.
     #[inline(always)]
-    fn banned_origin(&self, addr: [u8; N], settings: &Settings) -> Option<u32> {
+    fn banned_origin(&self, words: &[u32; W], addr: [u8; N], settings: &Settings) -> Option<u32> {
         #[expect(clippy::cast_possible_truncation, reason = "N is 4 or 16")]
         let full = (N * 8) as u32;
         let ranges = settings.flags & self.ranges_flag != 0;
         let tag = if settings.flags & self.addrs_flag != 0 {
-            self.table_tag(&table::words(&addr), settings)
+            self.table_tag(words, settings)
         } else {
             None
         };
