@@ -60,6 +60,30 @@ fn op(name: &'static str, action: &'static str) -> impl FnOnce(MapError) -> Maps
     }
 }
 
+/// Removes exactly `net` from the trie of its family (each named for errors); absent is fine.
+fn remove_prefix<V: aya::Pod>(
+    (v4, v4_name): (&mut LpmTrie<MapData, [u8; 4], V>, &'static str),
+    (v6, v6_name): (&mut LpmTrie<MapData, [u8; 16], V>, &'static str),
+    net: IpNet,
+) -> Result<(), MapsError> {
+    let len = u32::from(net.prefix_len());
+    let result = match net {
+        IpNet::V4(n) => v4
+            .remove(&Key::new(len, n.network().octets()))
+            .map_err(op(v4_name, "remove")),
+        IpNet::V6(n) => v6
+            .remove(&Key::new(len, n.network().octets()))
+            .map_err(op(v6_name, "remove")),
+    };
+    match result {
+        Err(MapsError::Map {
+            source: MapError::KeyNotFound,
+            ..
+        }) => Ok(()),
+        other => other,
+    }
+}
+
 /// A ban as the kernel holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ban {
@@ -325,24 +349,11 @@ impl KernelMaps {
 
     /// Removes exactly `net` from its family's range trie; absent is fine.
     fn remove_range(&mut self, net: IpNet) -> Result<(), MapsError> {
-        let len = u32::from(net.prefix_len());
-        let result = match net {
-            IpNet::V4(n) => self
-                .v4_ranges
-                .remove(&Key::new(len, n.network().octets()))
-                .map_err(op(map::BANNED_V4_RANGES, "remove")),
-            IpNet::V6(n) => self
-                .v6_ranges
-                .remove(&Key::new(len, n.network().octets()))
-                .map_err(op(map::BANNED_V6_RANGES, "remove")),
-        };
-        match result {
-            Err(MapsError::Map {
-                source: MapError::KeyNotFound,
-                ..
-            }) => Ok(()),
-            other => other,
-        }
+        remove_prefix(
+            (&mut self.v4_ranges, map::BANNED_V4_RANGES),
+            (&mut self.v6_ranges, map::BANNED_V6_RANGES),
+            net,
+        )
     }
 
     /// Bytes of the address tables mapped into this process (resident, and part of its RSS,
@@ -455,24 +466,11 @@ impl KernelMaps {
 
     /// Removes exactly `net` from the allow list; absent is fine.
     pub fn remove_allow(&mut self, net: IpNet) -> Result<(), MapsError> {
-        let len = u32::from(net.prefix_len());
-        let result = match net {
-            IpNet::V4(n) => self
-                .allow_v4
-                .remove(&Key::new(len, n.network().octets()))
-                .map_err(op(map::ALLOW_V4, "remove")),
-            IpNet::V6(n) => self
-                .allow_v6
-                .remove(&Key::new(len, n.network().octets()))
-                .map_err(op(map::ALLOW_V6, "remove")),
-        };
-        match result {
-            Err(MapsError::Map {
-                source: MapError::KeyNotFound,
-                ..
-            }) => Ok(()),
-            other => other,
-        }?;
+        remove_prefix(
+            (&mut self.allow_v4, map::ALLOW_V4),
+            (&mut self.allow_v6, map::ALLOW_V6),
+            net,
+        )?;
         self.mark_lists()
     }
 
