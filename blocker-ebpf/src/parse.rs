@@ -125,9 +125,12 @@ fn field<const H: usize, const AT: usize, const N: usize>(
 /// A single 2- or 4-byte load, as C's `ntohs(iph->tot_len)` is: LLVM turns an unaligned read
 /// into byte loads and shifts for BPF. Every field read this way sits at its natural alignment
 /// counting from the IP header (Ethernet and VLAN headers keep 2-byte alignment, IPv4 options
-/// and IPv6 extension headers keep 4), which is all the verifier asks of packet loads on an
-/// architecture that needs aligned ones (it counts from `NET_IP_ALIGN`); x86 and arm64 load
-/// from any address.
+/// and IPv6 extension headers keep 4), which is what the verifier checks of packet loads on an
+/// architecture that needs aligned ones (counting from `NET_IP_ALIGN`), so there the program
+/// loads only where the hardware can. Where the kernel does not check, as on x86 and arm64, a
+/// frame may start anywhere (on x86 the IP header usually sits 2 bytes past a 4-byte
+/// boundary) and the load is a misaligned one, which those CPUs do in one go: the same load a
+/// C program makes through `struct iphdr *`.
 ///
 /// # Safety
 /// `at..at + size_of::<T>()` lies inside the frame.
