@@ -188,7 +188,7 @@ pub struct Config {
     mode: Mode,
     /// Single banned addresses per family the kernel's address tables are sized for; default
     /// 131,072 (1.5 MB for IPv4, 4 MB for IPv6). More still work, from the slower range
-    /// trie. Takes effect on tables made after `blocker detach`.
+    /// trie. A change resizes the pinned tables at the next start, enforcing throughout.
     #[serde(default = "default_max_addresses")]
     max_addresses: u32,
     /// Where maps and programs are pinned, so a restart keeps blocking; default

@@ -18,7 +18,7 @@ use crate::{
     config::{Config, ConfigError, Mode, XdpMode},
     error_chain,
     lapi::{Backoff, LapiClient, LapiError, LapiSettings},
-    loader::{self, AttachMode, Attached},
+    loader::{self, AttachMode, Attached, Loaded},
     maps::{KernelMaps, MapsError},
     metrics::{self, IpType, MetricsError, Snapshot},
     state::{DaemonState, unix_seconds},
@@ -314,16 +314,23 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
     for interface in &settings.interfaces {
         check_interface(interface)?;
     }
-    let mut ebpf = loader::load_pinned(&settings.pin_dir, settings.capacity)?;
+    let (mut ebpf, resized) = match loader::load_pinned(&settings.pin_dir, settings.capacity)? {
+        Loaded::Pinned(ebpf) => (ebpf, None),
+        Loaded::Resized { ebpf, from, to } => {
+            loader::pin_beside(&ebpf, &settings.pin_dir)?;
+            (ebpf, Some((from, to)))
+        }
+    };
     let mut maps = KernelMaps::take(&mut ebpf)?;
-    let buckets = (
-        settings.capacity.v4_buckets(),
-        settings.capacity.v6_buckets(),
-    );
-    if maps.table_buckets() != buckets {
-        tracing::warn!(
-            "the pinned address tables have {:?} buckets (IPv4, IPv6), max_addresses asks for {buckets:?}; the new size applies after `blocker detach`",
-            maps.table_buckets()
+    if let Some((from, to)) = resized {
+        // The old program goes on enforcing from the old tables until the swap below.
+        let old = KernelMaps::from_pins(&settings.pin_dir)?;
+        let moved = maps.move_addresses_from(&old)?;
+        tracing::info!(
+            from = ?from,
+            to = ?to,
+            moved,
+            "max_addresses changed: new address tables (buckets IPv4, IPv6) take the banned addresses and replace the old ones with the program"
         );
     }
     configure(&mut maps, settings)?;
@@ -337,6 +344,9 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
     for interface in &settings.interfaces {
         let how = attach(&mut ebpf, &settings.pin_dir, interface, settings.xdp_mode)?;
         state.interfaces.push((interface.clone(), how.into()));
+    }
+    if resized.is_some() {
+        loader::promote(&settings.pin_dir)?;
     }
     // A link pinned for an interface the config no longer lists would go on enforcing there.
     let pins = loader::pins(&settings.pin_dir).map_err(|source| DaemonError::Pins {

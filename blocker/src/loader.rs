@@ -47,6 +47,12 @@ pub enum LoadError {
         "the pinned map {path} has another layout (left by an older blocker?); run `blocker detach`, then start again"
     )]
     OldPins { path: PathBuf },
+    #[error("pinning the resized map at {path} failed")]
+    Repin {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot create the pin directory {dir}")]
     PinDir {
         dir: PathBuf,
@@ -157,18 +163,104 @@ pub fn load(capacity: Capacity) -> Result<Ebpf, LoadError> {
     finish_load(loader.load(EBPF_OBJECT))
 }
 
-/// Loads the object with every map pinned in `dir`, reusing pins a previous daemon left (at
-/// their size: a new `capacity` applies to tables made after `blocker detach`).
-pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Ebpf, LoadError> {
+/// The maps that change with `capacity`: the address tables, and the settings that say how
+/// big they are (a program reading one table's size from the other's settings would miss).
+pub const SIZED_MAPS: [&str; 3] = [map::BANNED_V4_ADDRS, map::BANNED_V6_ADDRS, map::SETTINGS];
+
+/// Loads the object with every map pinned in `dir`, reusing pins a previous daemon left.
+///
+/// `Resized`: the pinned address tables are not of `capacity`'s size, so the tables and
+/// settings are fresh maps, and every other map is the pinned one. The caller pins them
+/// [`pin_beside`] the old ones, moves the old tables' addresses in, swaps the program into the
+/// pinned links, then [`promote`]s the new pins.
+pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Loaded, LoadError> {
     ensure_bpffs(dir)?;
     check_pins(dir)?;
+    let wanted = (capacity.v4_buckets(), capacity.v6_buckets());
+    let pinned = pinned_buckets(dir);
+    let resize = pinned.is_some_and(|pinned| pinned != wanted);
     let mut loader = EbpfLoader::new();
     capacity.apply(&mut loader);
     for name in map::ALL {
-        loader.map_pin_path(name, dir.join(name));
+        if !(resize && SIZED_MAPS.contains(&name)) {
+            loader.map_pin_path(name, dir.join(name));
+        }
     }
-    finish_load(loader.load(EBPF_OBJECT))
+    let ebpf = finish_load(loader.load(EBPF_OBJECT))?;
+    Ok(match pinned {
+        Some(from) if resize => Loaded::Resized {
+            ebpf,
+            from,
+            to: wanted,
+        },
+        _ => Loaded::Pinned(ebpf),
+    })
 }
+
+/// What [`load_pinned`] made.
+pub enum Loaded {
+    /// Every map is the pinned one (or a new one, now pinned).
+    Pinned(Ebpf),
+    /// The [`SIZED_MAPS`] are new, of `to` buckets (IPv4, IPv6); the pinned tables have
+    /// `from`.
+    Resized {
+        ebpf: Ebpf,
+        from: (u32, u32),
+        to: (u32, u32),
+    },
+}
+
+/// Buckets of the pinned address tables (IPv4, IPv6), if both are pinned in `dir`.
+fn pinned_buckets(dir: &Path) -> Option<(u32, u32)> {
+    let buckets = |name: &str| {
+        MapInfo::from_pin(dir.join(name))
+            .ok()
+            .map(|info| info.max_entries())
+    };
+    Some((
+        buckets(map::BANNED_V4_ADDRS)?,
+        buckets(map::BANNED_V6_ADDRS)?,
+    ))
+}
+
+/// Pins the new [`SIZED_MAPS`] of a resize beside the old ones (as `NAME-next`), before
+/// [`KernelMaps::take`](crate::maps::KernelMaps::take) takes them out of `ebpf`.
+pub fn pin_beside(ebpf: &Ebpf, dir: &Path) -> Result<(), LoadError> {
+    for name in SIZED_MAPS {
+        let beside = beside(dir, name);
+        let _ = std::fs::remove_file(&beside);
+        let map = ebpf.map(name).ok_or(LoadError::Repin {
+            path: beside.clone(),
+            source: "the object has no such map".into(),
+        })?;
+        map.pin(&beside).map_err(|e| LoadError::Repin {
+            path: beside.clone(),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Renames the maps [`pin_beside`] pinned over the old pins, once the program that uses them
+/// is attached. Each rename replaces a pin at once, so there is always one: a daemon killed
+/// before this leaves the old tables pinned, and the next one resizes again from them.
+pub fn promote(dir: &Path) -> Result<(), LoadError> {
+    for name in SIZED_MAPS {
+        let path = dir.join(name);
+        std::fs::rename(beside(dir, name), &path).map_err(|e| LoadError::Repin {
+            path,
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+fn beside(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{BESIDE}"))
+}
+
+/// Suffix of a map pinned beside the one it replaces (bpffs refuses names with a dot).
+const BESIDE: &str = "-next";
 
 /// Refuses pins whose layout is not this build's (left by an older blocker): aya would reuse
 /// them as they are, and the verifier's refusal would not say why.
@@ -295,7 +387,7 @@ pub fn pins(dir: &Path) -> std::io::Result<Pins> {
             .unwrap_or_default();
         if let Some(interface) = name.strip_prefix("link-") {
             links.push((interface.to_owned(), path));
-        } else if map::ALL.contains(&name.as_str()) {
+        } else if map::ALL.contains(&name.strip_suffix(BESIDE).unwrap_or(&name)) {
             maps.push(path);
         }
     }

@@ -292,7 +292,7 @@ impl KernelMaps {
         if ban.net.prefix_len() == ban.net.max_prefix_len() {
             if self.overflow.is_empty() {
                 tracing::warn!(
-                    "the address table has no room for {}: it goes to the range trie, slower to search; more will follow until max_addresses is raised (it applies after `blocker detach`)",
+                    "the address table has no room for {}: it goes to the range trie, slower to search; more will follow until max_addresses is raised (it applies at the next start)",
                     ban.net
                 );
             }
@@ -383,21 +383,39 @@ impl KernelMaps {
 
     /// Every ban the kernel holds, expired ones included.
     pub fn bans(&self) -> Result<Vec<Ban>, MapsError> {
+        let mut bans = self.table_bans();
+        bans.extend(self.range_bans()?);
+        Ok(bans)
+    }
+
+    /// The bans in the address tables.
+    fn table_bans(&self) -> Vec<Ban> {
         let table_ban = |net: IpNet, tag: u32| Ban {
             net,
             expires_at_ns: table::expires_at_ns(tag),
             origin: table::origin(tag),
         };
-        let mut bans: Vec<Ban> =
-            self.v4_addrs
-                .entries()
-                .map(|(words, tag)| table_ban(IpNet::V4(Ipv4Addr::from(bytes(words)).into()), tag))
-                .chain(self.v6_addrs.entries().map(|(words, tag)| {
+        self.v4_addrs
+            .entries()
+            .map(|(words, tag)| table_ban(IpNet::V4(Ipv4Addr::from(bytes(words)).into()), tag))
+            .chain(
+                self.v6_addrs.entries().map(|(words, tag)| {
                     table_ban(IpNet::V6(Ipv6Addr::from(bytes(words)).into()), tag)
-                }))
-                .collect();
-        bans.extend(self.range_bans()?);
-        Ok(bans)
+                }),
+            )
+            .collect()
+    }
+
+    /// Copies the address tables of `old` (the pinned maps a resize replaces; their tries are
+    /// these ones) into these tables, and sets the flags of the new settings to what the lists
+    /// hold. Returns how many addresses moved.
+    pub fn move_addresses_from(&mut self, old: &KernelMaps) -> Result<usize, MapsError> {
+        let bans = old.table_bans();
+        for ban in &bans {
+            self.insert_ban(*ban)?;
+        }
+        self.mark_lists()?;
+        Ok(bans.len())
     }
 
     /// The bans in the range tries (ranges, and single addresses that overflowed).

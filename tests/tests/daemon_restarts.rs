@@ -1,8 +1,9 @@
 //! Enforcement outlives the daemon: while a banned host sends SYNs to port 25 without pause,
 //! the real `blocker` process is killed with SIGKILL, started again, and replaced by another
-//! one (a new program swapped into the pinned XDP link). Not one connection from the banned
-//! host is ever accepted, and a clean host connects throughout. Then `blocker detach` ends
-//! enforcement. Also exercises `status`, `check` and `list` on the pinned state.
+//! one with a new `max_addresses` (a new program, with new address tables, swapped into the
+//! pinned XDP link). Not one connection from the banned host is ever accepted, and a clean
+//! host connects throughout. Then `blocker detach` ends enforcement. Also exercises `status`,
+//! `check` and `list` on the pinned state.
 
 use std::{
     net::{IpAddr, SocketAddr, TcpStream},
@@ -80,6 +81,25 @@ fn program_id(config: &TestConfig) -> u64 {
         .expect("a program id")
 }
 
+/// The third daemon's new `max_addresses` (4096) made new tables, and the ban moved in.
+fn assert_tables_resized(config: &TestConfig, slots_before: &serde_json::Value) {
+    let status = config.json(BLOCKER, &["status", "--json"]);
+    assert_eq!(
+        (
+            status["tables"]["v4_slots"].as_u64(),
+            status["tables"]["v4_entries"].as_u64()
+        ),
+        (Some(4096 * 3 / 2), Some(1)),
+        "new tables at start, the ban moved in (before: {slots_before} slots): {status}\nlog:\n{}",
+        config.log()
+    );
+    assert!(
+        config.log().contains("max_addresses changed"),
+        "the resize is logged:\n{}",
+        config.log()
+    );
+}
+
 #[test]
 fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     if !privileged("kill_restart_and_replace_never_let_a_banned_syn_through") {
@@ -136,19 +156,26 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     let second_program = program_id(&config);
     second.signal(libc::SIGTERM);
 
+    let slots_before = config.json(BLOCKER, &["status", "--json"])["tables"]["v4_slots"].clone();
+    let mut yaml = std::fs::read_to_string(&config.path).expect("config");
+    yaml.push_str("max_addresses: 4096\n");
+    std::fs::write(&config.path, yaml).expect("config");
     let third = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
     std::thread::sleep(Duration::from_secs(3));
     let third_program = program_id(&config);
     assert_ne!(
-        second_program, third_program,
-        "the new daemon's program is swapped into the pinned link"
+        second_program,
+        third_program,
+        "the new daemon's program is swapped into the pinned link; log:\n{}",
+        config.log()
     );
+    assert_tables_resized(&config, &slots_before);
 
     let (attempts, through) = flood.finish();
     let (legit_attempts, legit_ok) = legit.finish();
     let accepted = listeners.accepted_from(attacker_v4) - accepted_before;
     println!(
-        "banned host: {attempts} SYNs over a kill -9, a restart and a replacement, {through} connected, {accepted} accepted; clean host: {legit_ok}/{legit_attempts} connected; programs {second_program} -> {third_program}"
+        "banned host: {attempts} SYNs over a kill -9, a restart and a replacement with new tables, {through} connected, {accepted} accepted; clean host: {legit_ok}/{legit_attempts} connected; programs {second_program} -> {third_program}"
     );
     assert_eq!(
         (through, accepted),
