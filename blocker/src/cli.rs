@@ -259,7 +259,7 @@ fn print_status(report: &StatusReport, state_file: &Path) {
         t.v6_slots,
         t.overflowed,
         if t.overflowed > 0 {
-            " (raise max_addresses, then `blocker detach` and restart)"
+            " (raise max_addresses and restart blocker)"
         } else {
             ""
         }
