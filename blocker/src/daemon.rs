@@ -87,6 +87,10 @@ pub enum DaemonError {
     NoInterface { interface: String },
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error(
+        "resizing the address tables (max_addresses changed) failed; the old ones stay in force"
+    )]
+    Resize(#[source] MapsError),
     #[error("cannot set up the LAPI client")]
     Lapi(#[source] LapiError),
     #[error(transparent)]
@@ -324,13 +328,15 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
     let mut maps = KernelMaps::take(&mut ebpf)?;
     if let Some((from, to)) = resized {
         // The old program goes on enforcing from the old tables until the swap below.
-        let old = KernelMaps::from_pins(&settings.pin_dir)?;
-        let moved = maps.move_addresses_from(&old)?;
+        let old = KernelMaps::from_pins(&settings.pin_dir).map_err(DaemonError::Resize)?;
+        let moved = maps
+            .move_addresses_from(&old, clock::now_ns())
+            .map_err(DaemonError::Resize)?;
         tracing::info!(
             from = ?from,
             to = ?to,
             moved,
-            "max_addresses changed: new address tables (buckets IPv4, IPv6) take the banned addresses and replace the old ones with the program"
+            "max_addresses changed (or a resize was cut short): new address tables (buckets IPv4, IPv6) take the banned addresses and replace the old ones with the program"
         );
     }
     configure(&mut maps, settings)?;
@@ -347,6 +353,9 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
     }
     if resized.is_some() {
         loader::promote(&settings.pin_dir)?;
+        // Addresses that had overflowed are in the new tables too now: their trie copies,
+        // which the old program needed until the swap, can go.
+        maps.drop_stale_overflow()?;
     }
     // A link pinned for an interface the config no longer lists would go on enforcing there.
     let pins = loader::pins(&settings.pin_dir).map_err(|source| DaemonError::Pins {

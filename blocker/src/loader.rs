@@ -47,6 +47,15 @@ pub enum LoadError {
         "the pinned map {path} has another layout (left by an older blocker?); run `blocker detach`, then start again"
     )]
     OldPins { path: PathBuf },
+    #[error(
+        "renaming {from} over {to} failed; the program with the resized tables is attached already, and the next start finishes the resize"
+    )]
+    Promote {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pinning the resized map at {path} failed")]
     Repin {
         path: PathBuf,
@@ -169,8 +178,9 @@ pub const SIZED_MAPS: [&str; 3] = [map::BANNED_V4_ADDRS, map::BANNED_V6_ADDRS, m
 
 /// Loads the object with every map pinned in `dir`, reusing pins a previous daemon left.
 ///
-/// `Resized`: the pinned address tables are not of `capacity`'s size, so the tables and
-/// settings are fresh maps, and every other map is the pinned one. The caller pins them
+/// `Resized`: the pinned address tables are not of `capacity`'s size (or a resize was cut
+/// short: a map pinned beside is left), so the tables and settings are fresh maps, and every
+/// other map is the pinned one. The caller pins them
 /// [`pin_beside`] the old ones, moves the old tables' addresses in, swaps the program into the
 /// pinned links, then [`promote`]s the new pins.
 pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Loaded, LoadError> {
@@ -178,7 +188,11 @@ pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Loaded, LoadError> 
     check_pins(dir)?;
     let wanted = (capacity.v4_buckets(), capacity.v6_buckets());
     let pinned = pinned_buckets(dir);
-    let resize = pinned.is_some_and(|pinned| pinned != wanted);
+    // A daemon killed while renaming may have left new tables pinned with the old settings
+    // (whose seed placed none of their entries): only a resize, which reads every slot
+    // whatever the seed, puts that right.
+    let cut_short = SIZED_MAPS.iter().any(|name| beside(dir, name).exists());
+    let resize = pinned.is_some_and(|pinned| pinned != wanted || cut_short);
     let mut loader = EbpfLoader::new();
     capacity.apply(&mut loader);
     for name in map::ALL {
@@ -242,20 +256,19 @@ pub fn pin_beside(ebpf: &Ebpf, dir: &Path) -> Result<(), LoadError> {
 }
 
 /// Renames the maps [`pin_beside`] pinned over the old pins, once the program that uses them
-/// is attached. Each rename replaces a pin at once, so there is always one: a daemon killed
-/// before this leaves the old tables pinned, and the next one resizes again from them.
+/// is attached. Each rename replaces a pin at once, so there is always one; a daemon killed
+/// before the last rename leaves a map pinned beside, and the next one resizes again.
 pub fn promote(dir: &Path) -> Result<(), LoadError> {
     for name in SIZED_MAPS {
-        let path = dir.join(name);
-        std::fs::rename(beside(dir, name), &path).map_err(|e| LoadError::Repin {
-            path,
-            source: e.into(),
-        })?;
+        let (from, to) = (beside(dir, name), dir.join(name));
+        std::fs::rename(&from, &to).map_err(|source| LoadError::Promote { from, to, source })?;
     }
     Ok(())
 }
 
-fn beside(dir: &Path, name: &str) -> PathBuf {
+/// Where [`pin_beside`] pins the new map `name`.
+#[must_use]
+pub fn beside(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}{BESIDE}"))
 }
 

@@ -76,10 +76,11 @@ fn remove_prefix<V: aya::Pod>(
             .map_err(op(v6_name, "remove")),
     };
     match result {
+        // aya reports a missing key as the system call's ENOENT.
         Err(MapsError::Map {
-            source: MapError::KeyNotFound,
+            source: MapError::SyscallError(e),
             ..
-        }) => Ok(()),
+        }) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
 }
@@ -234,9 +235,9 @@ impl KernelMaps {
     }
 
     /// Deletes trie copies of addresses the table also holds (left by a daemon that died
-    /// between writing an address into the table and deleting its overflow copy): the table's
-    /// entry is the newer one.
-    fn drop_stale_overflow(&mut self) -> Result<(), MapsError> {
+    /// between writing an address into the table and deleting its overflow copy, or kept
+    /// through a resize): the table's entry is the newer one.
+    pub fn drop_stale_overflow(&mut self) -> Result<(), MapsError> {
         let held = |tag: Option<u32>| tag.is_some_and(|tag| tag >> table::ORIGIN_BITS != 0);
         let stale: Vec<IpNet> = self
             .overflow
@@ -406,16 +407,40 @@ impl KernelMaps {
             .collect()
     }
 
-    /// Copies the address tables of `old` (the pinned maps a resize replaces; their tries are
-    /// these ones) into these tables, and sets the flags of the new settings to what the lists
-    /// hold. Returns how many addresses moved.
-    pub fn move_addresses_from(&mut self, old: &KernelMaps) -> Result<usize, MapsError> {
-        let bans = old.table_bans();
-        for ban in &bans {
+    /// Copies the live entries of `old`'s address tables (the pinned maps a resize replaces;
+    /// their tries are these ones) into these tables, and the addresses that had overflowed
+    /// into the tries too, keeping their trie copies (the old program reads them until the
+    /// swap; [`drop_stale_overflow`](Self::drop_stale_overflow) deletes them after). Sets the
+    /// flags of the new settings to what the lists hold. Returns how many addresses the new
+    /// tables hold.
+    pub fn move_addresses_from(
+        &mut self,
+        old: &KernelMaps,
+        now_ns: u64,
+    ) -> Result<usize, MapsError> {
+        let live = |ban: &Ban| table::live(table::tag(ban.expires_at_ns, ban.origin), now_ns);
+        for ban in old.table_bans().iter().filter(|ban| live(ban)) {
             self.insert_ban(*ban)?;
         }
+        let overflowed: Vec<Ban> = self
+            .range_bans()?
+            .into_iter()
+            .filter(|ban| self.overflow.contains(&ban.net) && live(ban))
+            .collect();
+        let now = Instant::now();
+        for ban in overflowed {
+            let tag = table::tag(ban.expires_at_ns, ban.origin);
+            match ban.net {
+                IpNet::V4(n) => self
+                    .v4_addrs
+                    .insert(&table::words(&n.addr().octets()), tag, now),
+                IpNet::V6(n) => self
+                    .v6_addrs
+                    .insert(&table::words(&n.addr().octets()), tag, now),
+            };
+        }
         self.mark_lists()?;
-        Ok(bans.len())
+        Ok(self.v4_addrs.held() + self.v6_addrs.held())
     }
 
     /// The bans in the range tries (ranges, and single addresses that overflowed).

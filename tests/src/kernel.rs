@@ -25,6 +25,12 @@ impl Program {
         Program::load_with(Capacity::default())
     }
 
+    /// A program loaded some other way (pinned maps, say), with its maps.
+    #[must_use]
+    pub fn new(ebpf: Ebpf, maps: KernelMaps) -> Program {
+        Program { ebpf, maps }
+    }
+
     /// Loads the program with address tables sized for `capacity`.
     #[must_use]
     pub fn load_with(capacity: Capacity) -> Program {

@@ -1,10 +1,15 @@
 //! The address table in the kernel, made tiny so that most addresses overflow: every banned
 //! address is still dropped (from the table or the range trie), lifting a ban works wherever
-//! it lives, a lifted slot is reused, and the maps list exactly what was banned.
+//! it lives, a lifted slot is reused, and the maps list exactly what was banned. Then resized
+//! (a new `max_addresses` at start), even after a resize cut short: every ban moves into the
+//! new tables, overflowed ones included.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use blocker::{loader::Capacity, maps::Ban};
+use blocker::{
+    loader::{self, Capacity, Loaded},
+    maps::{Ban, KernelMaps},
+};
 use blocker_common::origin;
 use blocker_tests::{
     kernel::Program,
@@ -112,5 +117,87 @@ fn a_tiny_table_overflows_into_the_trie_and_every_ban_holds() {
     println!(
         "tiny tables: {} addresses banned, lifted and banned again; all verdicts right",
         all.len()
+    );
+}
+
+/// Loads with the maps pinned in `dir`, at `capacity`; panics unless that is a resize.
+fn load_resized(dir: &std::path::Path, capacity: Capacity) -> (aya::Ebpf, KernelMaps) {
+    let Loaded::Resized { mut ebpf, .. } = loader::load_pinned(dir, capacity).expect("load") else {
+        panic!("pinned tables of another size (or cut short) make a resize")
+    };
+    loader::pin_beside(&ebpf, dir).expect("pin beside");
+    let mut maps = KernelMaps::take(&mut ebpf).expect("maps");
+    let old = KernelMaps::from_pins(dir).expect("the old pins");
+    maps.move_addresses_from(&old, blocker::clock::now_ns())
+        .expect("move the addresses");
+    (ebpf, maps)
+}
+
+#[test]
+fn a_resize_moves_every_ban_even_after_one_cut_short() {
+    if !privileged("a_resize_moves_every_ban_even_after_one_cut_short") {
+        return;
+    }
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/blocker-test-resize-{}",
+        std::process::id()
+    ));
+    let Loaded::Pinned(mut ebpf) =
+        loader::load_pinned(&dir, Capacity { addresses: 1 }).expect("load")
+    else {
+        panic!("fresh pins are no resize")
+    };
+    let maps = KernelMaps::take(&mut ebpf).expect("maps");
+    let mut tiny = Program::new(ebpf, maps);
+    tiny.maps.set_ports(&[25]).expect("ports");
+    let all = addresses();
+    for &addr in &all {
+        ban(&mut tiny, addr, u64::MAX);
+    }
+    let overflowed = tiny.maps.table_usage().overflowed;
+    assert!(overflowed > all.len() / 2, "most overflow: {overflowed}");
+
+    // Killed after renaming the new tables over the old pins, before the settings: the new
+    // tables' seed is lost with it.
+    let roomy = Capacity { addresses: 1000 };
+    let cut_short = load_resized(&dir, roomy);
+    for name in [
+        blocker_common::map::BANNED_V4_ADDRS,
+        blocker_common::map::BANNED_V6_ADDRS,
+    ] {
+        std::fs::rename(loader::beside(&dir, name), dir.join(name)).expect("rename");
+    }
+    drop(cut_short);
+
+    let (ebpf, mut maps) = load_resized(&dir, roomy);
+    loader::promote(&dir).expect("promote");
+    maps.drop_stale_overflow().expect("drop the trie copies");
+    maps.set_ports(&[25]).expect("ports");
+    let resized = Program::new(ebpf, maps);
+    let usage = resized.maps.table_usage();
+    assert_eq!(
+        (usage.v4_entries + usage.v6_entries, usage.overflowed),
+        (all.len(), 0),
+        "every ban in the new tables, none left in the tries: {usage:?}"
+    );
+    let mut want: Vec<IpNet> = all.iter().copied().map(IpNet::from).collect();
+    want.sort();
+    assert_eq!(listed(&resized), want, "the maps list every ban once");
+    for &addr in &all {
+        assert_eq!(
+            verdict(&resized, addr),
+            XDP_DROP,
+            "{addr} is banned after the resize"
+        );
+    }
+    assert!(
+        loader::load_pinned(&dir, roomy).is_ok_and(|l| matches!(l, Loaded::Pinned(_))),
+        "a finished resize leaves nothing to redo"
+    );
+    loader::detach(&dir).expect("remove the pins");
+    println!(
+        "resize: {} addresses ({overflowed} overflowed) moved from 4-bucket tables into {:?}, after a resize cut short",
+        all.len(),
+        resized.maps.table_buckets()
     );
 }
