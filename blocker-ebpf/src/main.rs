@@ -111,6 +111,12 @@ fn finish(family: u32, judgement: &Judgement, frame_len: usize) -> u32 {
     action
 }
 
+// `parse::load` reads packet fields with loads Rust asks to be aligned, which on x86 and arm64
+// they need not be (see there); a debug build would check that at run time and trap.
+// aya-build builds this crate in release, and nothing else builds it for BPF.
+#[cfg(all(target_arch = "bpf", debug_assertions))]
+compile_error!("build the XDP program in release (aya-build does): see parse::load");
+
 // Only for the BPF target: a host build (clippy over the workspace) links std through
 // blocker-common's `user` feature, and std has its own.
 #[cfg(target_arch = "bpf")]
