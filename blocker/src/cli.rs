@@ -84,7 +84,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     match &cli.command {
         Command::CheckConfig => {
-            DaemonSettings::from_config(&config)?;
+            let settings = DaemonSettings::from_config(&config)?;
+            // Reads the TLS files, as `run` does before it touches the kernel.
+            crate::lapi::LapiClient::new(&settings.lapi)
+                .context("the LAPI client cannot be set up")?;
             println!("{}: ok", cli.config.display());
             Ok(())
         }

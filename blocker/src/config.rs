@@ -96,6 +96,13 @@ pub enum ConfigError {
     ZeroDuration { key: &'static str },
     #[error("{key} must list at least one entry")]
     EmptyList { key: &'static str },
+    #[error("{key} lists {count} {family} prefixes; the kernel's list holds at most {max}")]
+    TooLong {
+        key: &'static str,
+        family: &'static str,
+        count: usize,
+        max: u32,
+    },
     #[error("{key} entry {value:?} is invalid: {problem}")]
     BadEntry {
         key: &'static str,
@@ -807,7 +814,7 @@ impl Config {
         if self.ports.contains(&0) {
             return Err(ConfigError::PortZero { key: "ports" });
         }
-        dedupe(&mut self.allowlist);
+        self.tidy_allowlist()?;
         if !MAX_ADDRESSES.contains(&self.max_addresses) {
             return Err(ConfigError::OutOfRange {
                 key: "max_addresses",
@@ -824,6 +831,27 @@ impl Config {
             });
         }
         Ok(self)
+    }
+
+    /// Drops repeated allow-list entries; the rest must fit in the kernel's tries, per family.
+    fn tidy_allowlist(&mut self) -> Result<(), ConfigError> {
+        dedupe(&mut self.allowlist);
+        let v4 = self
+            .allowlist
+            .iter()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
+        for (family, count) in [("IPv4", v4), ("IPv6", self.allowlist.len() - v4)] {
+            if count > blocker_common::capacity::ALLOW as usize {
+                return Err(ConfigError::TooLong {
+                    key: "allowlist",
+                    family,
+                    count,
+                    max: blocker_common::capacity::ALLOW,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The client settings; reads `api_key_file` if that is how the key is given.

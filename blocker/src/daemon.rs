@@ -217,9 +217,11 @@ pub async fn run(
     settings: DaemonSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    // First, as it reads the certificate files: a wrong one stops the start before anything
+    // in the kernel is touched.
+    let client = LapiClient::new(&settings.lapi).map_err(DaemonError::Lapi)?;
     // Held to the end: dropping it would close the program's fds (the pins keep it alive).
     let (_ebpf, maps, mut state) = enforce(&settings)?;
-    let client = LapiClient::new(&settings.lapi).map_err(DaemonError::Lapi)?;
     tracing::info!(
         interfaces = ?state.interfaces,
         ports = ?settings.ports,

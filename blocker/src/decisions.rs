@@ -1043,7 +1043,8 @@ mod tests {
             ("::ffff:198.51.100.0/120", "198.51.100.0/24"),
             ("::ffff:198.51.100.77/120", "198.51.100.0/24"),
             ("::ffff:0:0/96", "0.0.0.0/0"),
-            // Shorter than /96 is not inside the mapped space: stays IPv6.
+            // Shorter than /96 is more than the mapped space: it stays an IPv6 prefix (mapped
+            // sources are judged by the IPv4 maps alone, so it does not cover them).
             ("::ffff:0:0/80", "::/80"),
         ] {
             assert_eq!(parse_net(value).unwrap(), net(want), "{value}");

@@ -364,11 +364,18 @@ pub fn attach_pinned(
         };
         let link = FdLink::from(PinnedLink::from_pin(&path).map_err(reuse)?);
         let link = XdpLink::try_from(link).map_err(reuse)?;
-        xdp.attach_to_link(link)
+        let id = xdp
+            .attach_to_link(link)
             .map_err(|source| AttachError::Replace {
                 path: path.clone(),
                 source,
             })?;
+        // The program keeps the link's fd; closed here, the pin alone holds the link, so that
+        // `blocker detach` detaches at once, as after a first attach, even with us running.
+        if let Ok(link) = xdp.take_link(id) {
+            // Taking the fd out of the wrapper, whose drop would detach (for a netlink link).
+            let _closed = FdLink::try_from(link);
+        }
         return Ok(Attached::Replaced);
     }
     let id = xdp.attach(interface, xdp_mode(mode)).map_err(error)?;

@@ -49,6 +49,21 @@ fn config_errors_name_the_key_and_the_value() {
             "api_url: http://127.0.0.1:8080/\ninterfaces: [eth0]\n".to_owned(),
             "api_key",
         ),
+        // The TLS files are read by check-config too, as `run` reads them before loading.
+        (
+            "api_url: https://127.0.0.1:8080/\ncert_path: /nonexistent/blocker.pem\nkey_path: /nonexistent/blocker-key.pem\ninterfaces: [eth0]\n".to_owned(),
+            "/nonexistent/blocker.pem",
+        ),
+        (
+            format!(
+                "{VALID}allowlist: [{}]\n",
+                (0..4097u16)
+                    .map(|i| format!("'2001:db8:{i:x}::/48'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "4097 IPv6",
+        ),
     ] {
         let (ok, stderr) = blocker(&yaml, &["check-config"]);
         assert!(!ok, "config accepted: {yaml}");
