@@ -48,8 +48,10 @@ pub mod capacity {
     pub const V4_BUCKETS: u32 = 1 << 18;
     /// Buckets of the IPv6 address table in the object; the loader sets the real size.
     pub const V6_BUCKETS: u32 = 1 << 19;
-    /// Entries in each range trie (per family).
-    pub const RANGES: u32 = 1 << 18;
+    /// Entries in each range trie (per family): ranges, and the single addresses the table
+    /// has no room for, as many as `max_addresses` allows at most. A trie allocates its nodes
+    /// as they come (`BPF_F_NO_PREALLOC`), so the bound costs nothing.
+    pub const RANGES: u32 = 1 << 24;
     /// Entries in each allow-list trie (per family).
     pub const ALLOW: u32 = 1 << 12;
 }

@@ -290,15 +290,6 @@ impl KernelMaps {
             }
             return Ok(());
         }
-        if ban.net.prefix_len() == ban.net.max_prefix_len() {
-            if self.overflow.is_empty() {
-                tracing::warn!(
-                    "the address table has no room for {}: it goes to the range trie, slower to search; more will follow until max_addresses is raised (it applies at the next start)",
-                    ban.net
-                );
-            }
-            self.overflow.insert(ban.net);
-        }
         let entry = BanEntry {
             expires_at_ns: ban.expires_at_ns,
             origin: ban.origin,
@@ -314,6 +305,16 @@ impl KernelMaps {
                 .insert(&Key::new(entry.prefix_len, n.network().octets()), entry, 0)
                 .map_err(op(map::BANNED_V6_RANGES, "insert")),
         }?;
+        // Counted as overflowed once it is in the trie.
+        if ban.net.prefix_len() == ban.net.max_prefix_len() {
+            if self.overflow.is_empty() {
+                tracing::warn!(
+                    "the address table has no room for {}: it goes to the range trie, slower to search; more will follow until max_addresses is raised (it applies at the next start)",
+                    ban.net
+                );
+            }
+            self.overflow.insert(ban.net);
+        }
         let flag = range_flag(ban.net);
         if self.settings()?.flags & flag == 0 {
             self.mark_lists()?;

@@ -129,6 +129,9 @@ pub struct Sync {
     held: usize,
     /// Slots with a ban in the maps.
     banned: usize,
+    /// Slots whose last map write failed: tried again at every step (the expiry tick runs each
+    /// second), so a ban the kernel refused once is not left out for good.
+    retry: Vec<u32>,
 }
 
 /// `time` in nanoseconds since the Unix epoch: 0 before it (long ended), `u64::MAX` past 2554
@@ -158,6 +161,7 @@ impl Sync {
             expiries: BinaryHeap::new(),
             held: 0,
             banned: 0,
+            retry: Vec::new(),
         };
         for ban in in_maps {
             let slot = sync.slot_for(ban.net);
@@ -247,7 +251,8 @@ impl Sync {
 
     /// Makes the maps agree with the decisions of the `touched` slots (removals first, to
     /// free room), keeping our view in step with what succeeded, and frees the slots left with
-    /// nothing. A failed write is counted and logged; the others go on.
+    /// nothing. A failed write is counted, logged (once per call, with the count) and tried
+    /// again at the next call; the others go on.
     fn apply(
         &mut self,
         mut touched: Vec<u32>,
@@ -255,9 +260,11 @@ impl Sync {
         clock_now: u64,
         maps: &mut impl BanMaps,
     ) -> Applied {
+        touched.append(&mut self.retry);
         touched.sort_unstable();
         touched.dedup();
         let mut applied = Applied::default();
+        let mut first_failure = None;
         for &number in &touched {
             let Some(slot) = &self.slots[number as usize] else {
                 continue;
@@ -268,7 +275,8 @@ impl Sync {
             if slot.in_maps.is_some() {
                 if let Err(e) = maps.remove_ban(slot.net) {
                     applied.failed += 1;
-                    tracing::warn!(error = %crate::error_chain(&e), prefix = %slot.net, "removing a ban from the maps failed");
+                    first_failure.get_or_insert((slot.net, e));
+                    self.retry.push(number);
                     continue;
                 }
                 applied.unbanned += 1;
@@ -282,7 +290,8 @@ impl Sync {
             };
             if let Err(e) = maps.insert_ban(ban) {
                 applied.failed += 1;
-                tracing::warn!(error = %crate::error_chain(&e), ?ban, "writing a ban to the maps failed");
+                first_failure.get_or_insert((ban.net, e));
+                self.retry.push(number);
                 continue;
             }
             applied.banned += 1;
@@ -297,6 +306,14 @@ impl Sync {
             if !was_banned {
                 self.banned += 1;
             }
+        }
+        if let Some((prefix, e)) = first_failure {
+            tracing::warn!(
+                error = %crate::error_chain(&e),
+                %prefix,
+                failed = applied.failed,
+                "map writes failed (this one first); they are tried again every second"
+            );
         }
         applied
     }
@@ -544,15 +561,36 @@ mod tests {
         written: Vec<IpNet>,
         /// Every prefix that was ever removed, to prove kept ones never were.
         removed: Vec<IpNet>,
+        /// Writes (inserts or removals) to refuse, from the next one on.
+        refuse: usize,
+    }
+
+    impl FakeMaps {
+        fn refused(&mut self) -> Result<(), MapsError> {
+            if self.refuse == 0 {
+                return Ok(());
+            }
+            self.refuse -= 1;
+            Err(MapsError::Map {
+                name: "fake",
+                action: "write",
+                source: aya::maps::MapError::OutOfBounds {
+                    index: 0,
+                    max_entries: 0,
+                },
+            })
+        }
     }
 
     impl BanMaps for FakeMaps {
         fn insert_ban(&mut self, ban: Ban) -> Result<(), MapsError> {
+            self.refused()?;
             self.bans.insert(ban.net, ban);
             self.written.push(ban.net);
             Ok(())
         }
         fn remove_ban(&mut self, net: IpNet) -> Result<(), MapsError> {
+            self.refused()?;
             self.bans.remove(&net);
             self.removed.push(net);
             Ok(())
@@ -611,6 +649,35 @@ mod tests {
         assert_eq!(s.banned_prefixes(), maps.bans.len());
         let believed: BTreeMap<IpNet, Ban> = s.applied().map(|b| (b.net, b)).collect();
         assert_eq!(believed, maps.bans);
+    }
+
+    #[test]
+    fn a_write_the_maps_refused_is_tried_again_at_the_next_tick() {
+        let mut s = sync();
+        let mut maps = FakeMaps {
+            refuse: 1,
+            ..FakeMaps::default()
+        };
+        let banned = decision(1, "203.0.113.7/32", 3600);
+        let applied = s.delta(batch(vec![banned], vec![]), at(0), boot(0), &mut maps);
+        assert_eq!((applied.banned, applied.failed), (0, 1));
+        assert!(maps.bans.is_empty(), "refused");
+        let applied = s.tick(at(1), boot(1), &mut maps);
+        assert_eq!((applied.banned, applied.failed), (1, 0), "tried again");
+        assert_in_step(&s, &maps, &applied);
+
+        maps.refuse = 1;
+        let applied = s.delta(batch(vec![], vec![banned]), at(2), boot(2), &mut maps);
+        assert_eq!((applied.unbanned, applied.failed), (0, 1));
+        assert_eq!(maps.bans.len(), 1, "the removal was refused");
+        let applied = s.tick(at(3), boot(3), &mut maps);
+        assert_eq!((applied.unbanned, applied.failed), (1, 0), "tried again");
+        assert_in_step(&s, &maps, &applied);
+        assert_eq!(
+            s.tick(at(4), boot(4), &mut maps).failed,
+            0,
+            "nothing left to retry"
+        );
     }
 
     #[test]
