@@ -299,6 +299,12 @@ fn print_status(report: &StatusReport, state_file: &Path) {
             if let (Some(e), Some(t)) = (&d.last_error, d.last_error_at) {
                 println!("last error:  {} ago: {e}", ago(t, now));
             }
+            if d.pending_writes > 0 {
+                println!(
+                    "pending:     {} map writes the kernel refused, tried again every second (see the log)",
+                    d.pending_writes
+                );
+            }
         }
     }
 }

@@ -266,6 +266,10 @@ pub async fn run(
                 if applied.unbanned > 0 {
                     tracing::info!(unbanned = applied.unbanned, "expired bans removed");
                 }
+                if state.pending_writes != enforcer.sync.pending_writes() {
+                    state.pending_writes = enforcer.sync.pending_writes();
+                    state.save(&settings.state_file);
+                }
                 match enforcer.refresh(&mut snapshot) {
                     Ok(()) => shared.write().expect("metrics lock").clone_from(&snapshot),
                     Err(e) => tracing::warn!(error = %error_chain(&e), "cannot read the kernel counters"),
@@ -285,6 +289,7 @@ pub async fn run(
                         }
                         backoff.reset();
                         state.last_sync = Some(unix_seconds(SystemTime::now()));
+                        state.pending_writes = enforcer.sync.pending_writes();
                         state.save(&settings.state_file);
                         settings.update_frequency
                     }

@@ -20,6 +20,9 @@ pub struct DaemonState {
     pub last_sync: Option<u64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<u64>,
+    /// Bans and removals the kernel refused, waiting to be tried again (each second).
+    #[serde(default)]
+    pub pending_writes: usize,
 }
 
 #[must_use]

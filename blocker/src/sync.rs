@@ -180,6 +180,12 @@ impl Sync {
         self.banned
     }
 
+    /// Map writes that failed and wait to be tried again.
+    #[must_use]
+    pub fn pending_writes(&self) -> usize {
+        self.retry.len()
+    }
+
     /// What the maps hold, as the sync believes.
     pub fn applied(&self) -> impl Iterator<Item = Ban> + '_ {
         self.slots.iter().flatten().filter_map(|slot| {
@@ -670,8 +676,10 @@ mod tests {
         let applied = s.delta(batch(vec![], vec![banned]), at(2), boot(2), &mut maps);
         assert_eq!((applied.unbanned, applied.failed), (0, 1));
         assert_eq!(maps.bans.len(), 1, "the removal was refused");
+        assert_eq!(s.pending_writes(), 1);
         let applied = s.tick(at(3), boot(3), &mut maps);
         assert_eq!((applied.unbanned, applied.failed), (1, 0), "tried again");
+        assert_eq!(s.pending_writes(), 0);
         assert_in_step(&s, &maps, &applied);
         assert_eq!(
             s.tick(at(4), boot(4), &mut maps).failed,
