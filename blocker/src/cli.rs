@@ -301,7 +301,7 @@ fn print_status(report: &StatusReport, state_file: &Path) {
             }
             if d.pending_writes > 0 {
                 println!(
-                    "pending:     {} map writes the kernel refused, tried again every second (see the log)",
+                    "pending:     {} map writes the kernel refused, tried again, up to 1024 a second (see the log)",
                     d.pending_writes
                 );
             }

@@ -180,9 +180,9 @@ pub const SIZED_MAPS: [&str; 3] = [map::BANNED_V4_ADDRS, map::BANNED_V6_ADDRS, m
 ///
 /// `Resized`: the pinned address tables are not of `capacity`'s size (or a resize was cut
 /// short: a map pinned beside is left), so the tables and settings are fresh maps, and every
-/// other map is the pinned one. The caller pins them
-/// [`pin_beside`] the old ones, moves the old tables' addresses in, swaps the program into the
-/// pinned links, then [`promote`]s the new pins.
+/// other map is the pinned one. The caller pins them beside the old ones ([`pin_beside`]),
+/// moves the old tables' addresses in, swaps the program into the pinned links, then renames
+/// the new pins over the old ([`promote`]).
 pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Loaded, LoadError> {
     ensure_bpffs(dir)?;
     check_pins(dir)?;

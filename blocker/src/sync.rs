@@ -37,6 +37,9 @@ const EXPIRY_NOISE_NS: u64 = 1_000_000_000;
 /// later: an entry that would end early is always rewritten.
 const EXPIRY_ROUNDING_NS: u64 = 1 << blocker_common::table::EXPIRY_SHIFT;
 
+/// Failed map writes tried again per step, at most (the rest wait for the next steps).
+const RETRIES_PER_STEP: usize = 1024;
+
 /// Stale expiry entries (of decisions since released) tolerated beyond the live ones before
 /// the heap is rebuilt.
 const STALE_EXPIRIES: usize = 1024;
@@ -129,8 +132,9 @@ pub struct Sync {
     held: usize,
     /// Slots with a ban in the maps.
     banned: usize,
-    /// Slots whose last map write failed: tried again at every step (the expiry tick runs each
-    /// second), so a ban the kernel refused once is not left out for good.
+    /// Slots whose last map write failed, oldest first: tried again at the next steps (the
+    /// expiry tick runs each second), so a ban the kernel refused once is not left out for
+    /// good.
     retry: Vec<u32>,
 }
 
@@ -266,7 +270,10 @@ impl Sync {
         clock_now: u64,
         maps: &mut impl BanMaps,
     ) -> Applied {
-        touched.append(&mut self.retry);
+        // A bounded share each step: a kernel that keeps refusing (a full trie) must not cost
+        // a system call per refused ban every second.
+        let retried = self.retry.len().min(RETRIES_PER_STEP);
+        touched.extend(self.retry.drain(..retried));
         touched.sort_unstable();
         touched.dedup();
         let mut applied = Applied::default();
@@ -318,7 +325,7 @@ impl Sync {
                 error = %crate::error_chain(&e),
                 %prefix,
                 failed = applied.failed,
-                "map writes failed (this one first); they are tried again every second"
+                "map writes failed (this one first); they are tried again, up to 1024 a second"
             );
         }
         applied
@@ -686,6 +693,31 @@ mod tests {
             0,
             "nothing left to retry"
         );
+    }
+
+    #[test]
+    fn refused_writes_are_tried_again_a_bounded_number_a_step() {
+        let mut s = sync();
+        let mut maps = FakeMaps {
+            refuse: 1500,
+            ..FakeMaps::default()
+        };
+        let many: Vec<Decision> = (0..1500u16)
+            .map(|i| decision(i.into(), &format!("2001:db8::{i:x}/128"), 3600))
+            .collect();
+        let applied = s.delta(batch(many, vec![]), at(0), boot(0), &mut maps);
+        assert_eq!((applied.failed, s.pending_writes()), (1500, 1500));
+        let applied = s.tick(at(1), boot(1), &mut maps);
+        assert_eq!(
+            (applied.banned, s.pending_writes()),
+            (RETRIES_PER_STEP, 1500 - RETRIES_PER_STEP)
+        );
+        let applied = s.tick(at(2), boot(2), &mut maps);
+        assert_eq!(
+            (applied.banned, s.pending_writes()),
+            (1500 - RETRIES_PER_STEP, 0)
+        );
+        assert_in_step(&s, &maps, &applied);
     }
 
     #[test]
