@@ -266,8 +266,10 @@ pub async fn run(
                 if applied.unbanned > 0 {
                     tracing::info!(unbanned = applied.unbanned, "expired bans removed");
                 }
-                if state.pending_writes != enforcer.sync.pending_writes() {
-                    state.pending_writes = enforcer.sync.pending_writes();
+                let pending = enforcer.sync.pending_writes();
+                snapshot.pending_writes = pending as u64;
+                if state.pending_writes != pending {
+                    state.pending_writes = pending;
                     state.save(&settings.state_file);
                 }
                 match enforcer.refresh(&mut snapshot) {

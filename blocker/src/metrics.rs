@@ -111,6 +111,8 @@ pub struct Snapshot {
     pub lapi_failures: u64,
     /// End of the last successful pull; `None` before the first one.
     pub last_sync: Option<SystemTime>,
+    /// Bans and removals the kernel refused, waiting to be tried again.
+    pub pending_writes: u64,
 }
 
 impl Snapshot {
@@ -395,6 +397,11 @@ impl Collector for SnapshotCollector {
         )
         .encode_one(e, s.lapi_failures)?;
         Descriptor::gauge(
+            "blocker_map_writes_pending",
+            "Bans and removals the kernel refused, waiting to be tried again",
+        )
+        .encode_one(e, s.pending_writes)?;
+        Descriptor::gauge(
             "blocker_last_sync_timestamp",
             "Unix time of the last successful decision pull (0: none yet)",
         )
@@ -525,6 +532,7 @@ mod tests {
         let mut s = Snapshot::from_bans(stats, bans, 1_000);
         s.lapi_requests = 12;
         s.lapi_failures = 2;
+        s.pending_writes = 3;
         s.last_sync = Some(UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_500));
         s
     }
@@ -572,6 +580,8 @@ mod tests {
             r#"blocker_active_decisions{origin="cscli",ip_type="ipv4"} 0"#,
             "blocker_lapi_requests_total 12",
             "blocker_lapi_failures_total 2",
+            "blocker_map_writes_pending 3",
+            "# TYPE blocker_map_writes_pending gauge",
             "blocker_last_sync_timestamp_seconds 1700000000.5",
             "# TYPE blocker_dropped_packets counter",
             "# TYPE blocker_dropped_bytes counter",
