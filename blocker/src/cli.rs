@@ -255,11 +255,12 @@ fn print_status(report: &StatusReport, state_file: &Path) {
     );
     let t = &report.tables;
     println!(
-        "tables:      IPv4 {} of {} slots, IPv6 {} of {} slots; {} overflowed to the range tries{}",
+        "tables:      IPv4 {} of {} slots, IPv6 {} of {} slots, {} lifted not yet swept; {} overflowed to the range tries{}",
         t.v4_entries,
         t.v4_slots,
         t.v6_entries,
         t.v6_slots,
+        t.tombstones,
         t.overflowed,
         if t.overflowed > 0 {
             " (raise max_addresses and restart blocker)"

@@ -62,9 +62,13 @@ pub struct Table<const W: usize, const K: usize, const P: usize> {
     memory: Memory,
     /// Entries (live or expired, not tombstones).
     held: usize,
+    /// Tombstones, quiet or not.
+    tombstones: usize,
     /// Tombstones not yet quiet: when each was made, oldest first, and by slot.
     quarantine: VecDeque<(Instant, usize)>,
     tombstoned_at: HashMap<usize, Instant>,
+    /// The bucket the next [`sweep`](Self::sweep) starts at.
+    sweep_from: u32,
 }
 
 // SAFETY: the table owns its mapping; every access goes through `&self`/`&mut self`, and the
@@ -153,14 +157,17 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
             seed,
             memory,
             held: 0,
+            tombstones: 0,
             quarantine: VecDeque::new(),
             tombstoned_at: HashMap::new(),
+            sweep_from: 0,
         };
         let now = Instant::now();
         for slot in 0..table.slots() {
             match table.tag(slot).load(Ordering::Relaxed) {
                 0 => {}
                 tag if is_tombstone(tag) => {
+                    table.tombstones += 1;
                     table.quarantine.push_back((now, slot));
                     table.tombstoned_at.insert(slot, now);
                 }
@@ -198,6 +205,12 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
     #[must_use]
     pub fn held(&self) -> usize {
         self.held
+    }
+
+    /// Tombstones held (removed entries whose slots lookups still walk past).
+    #[must_use]
+    pub fn tombstones(&self) -> usize {
+        self.tombstones
     }
 
     /// Whether no slot was ever used (a fresh map, so a new seed is safe).
@@ -245,6 +258,11 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         unsafe { std::ptr::read_volatile(&raw const (*self.slot(slot)).addr) }
     }
 
+    /// The slots of `bucket`.
+    fn slots_of(bucket: u32) -> std::ops::Range<usize> {
+        bucket as usize * K..bucket as usize * K + K
+    }
+
     /// The slots a lookup of `addr` walks, bucket by bucket, home first.
     fn probe(
         &self,
@@ -253,7 +271,7 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         let buckets = self.bucket_count;
         let mut bucket = table::home(addr, self.seed, buckets);
         (0..table::PROBE_BUCKETS).map(move |_| {
-            let slots = bucket as usize * K..bucket as usize * K + K;
+            let slots = Self::slots_of(bucket);
             bucket = table::next(bucket, buckets);
             slots
         })
@@ -297,6 +315,7 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
                     self.tag(slot).store(tag, Ordering::Release);
                     if is_tombstone(current) {
                         self.tombstoned_at.remove(&slot);
+                        self.tombstones -= 1;
                         self.held += 1;
                     }
                     return true;
@@ -315,6 +334,9 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         let Some(slot) = free else {
             return false;
         };
+        if is_tombstone(self.tag(slot).load(Ordering::Acquire)) {
+            self.tombstones -= 1;
+        }
         // SAFETY: a slot no lookup can match now (tag 0, or a tombstone quiet for `QUIET`); the
         // tag stored after it publishes it.
         unsafe { std::ptr::write_volatile(&raw mut (*self.slot(slot)).addr, *addr) };
@@ -332,6 +354,7 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
         if !is_tombstone(self.tag(slot).load(Ordering::Acquire)) {
             self.tag(slot).store(table::TOMBSTONE, Ordering::Release);
             self.held -= 1;
+            self.tombstones += 1;
             self.quarantine.push_back((now, slot));
             self.tombstoned_at.insert(slot, now);
         }
@@ -344,6 +367,63 @@ impl<const W: usize, const K: usize, const P: usize> Table<W, K, P> {
             let tag = self.tag(slot).load(Ordering::Acquire);
             (tag != 0 && !is_tombstone(tag)).then(|| (self.addr(slot), tag))
         })
+    }
+
+    /// Turns the quiet tombstones of the next `budget` buckets (on from where the last call
+    /// stopped) back into never-used slots, in each bucket that no entry's probe walks through.
+    /// A lookup of an absent address (every clean SYN) stops at the first bucket with such a
+    /// slot; without this, churn would leave tombstones everywhere, and such lookups would
+    /// walk all [`PROBE_BUCKETS`](table::PROBE_BUCKETS) buckets. Returns how many it freed.
+    ///
+    /// Safe against a program mid-lookup: a lookup that ends at such a bucket is for an
+    /// address not past it, and a tombstone quiet for [`QUIET`] pairs with no reader's tag.
+    pub fn sweep(&mut self, budget: u32, now: Instant) -> usize {
+        if self.tombstones == 0 {
+            return 0;
+        }
+        self.release_quiet(now);
+        let mut freed = 0;
+        for _ in 0..budget.min(self.bucket_count) {
+            let bucket = self.sweep_from;
+            self.sweep_from = table::next(bucket, self.bucket_count);
+            let quiet = |slot: &usize| {
+                is_tombstone(self.tag(*slot).load(Ordering::Acquire))
+                    && !self.tombstoned_at.contains_key(slot)
+            };
+            if !Self::slots_of(bucket).any(|slot| quiet(&slot)) || self.walked_through(bucket) {
+                continue;
+            }
+            for slot in Self::slots_of(bucket).filter(quiet) {
+                self.tag(slot).store(0, Ordering::Release);
+                freed += 1;
+            }
+        }
+        self.tombstones -= freed;
+        freed
+    }
+
+    /// Whether an entry (live or expired) placed in one of the buckets after `bucket` has its
+    /// home at or before it: its lookups walk through `bucket`, so it must stay without a
+    /// never-used slot.
+    fn walked_through(&self, bucket: u32) -> bool {
+        let buckets = u64::from(self.bucket_count);
+        // How far `to` is from `from` along the probe, which wraps.
+        let distance = |from: u32, to: u32| (u64::from(to) + buckets - u64::from(from)) % buckets;
+        let mut later = bucket;
+        for _ in 1..table::PROBE_BUCKETS {
+            later = table::next(later, self.bucket_count);
+            for slot in Self::slots_of(later) {
+                let tag = self.tag(slot).load(Ordering::Acquire);
+                if tag == 0 || is_tombstone(tag) {
+                    continue;
+                }
+                let home = table::home(&self.addr(slot), self.seed, self.bucket_count);
+                if distance(home, bucket) < distance(home, later) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Frees the tombstones that have been quiet long enough.
@@ -477,6 +557,77 @@ mod tests {
         assert!(t.insert(&crowd[32], LIVE, now + QUIET * 2));
         assert_eq!(t.get(&crowd[32]), Some(LIVE));
         assert_eq!(t.get(&crowd[5]), None, "its slot now holds another address");
+    }
+
+    #[test]
+    fn a_sweep_frees_tombstones_only_where_no_probe_walks_through() {
+        let mut t = V4::in_memory(16, 7);
+        let now = Instant::now();
+        let crowd = same_home(&t, 9);
+        for addr in &crowd {
+            assert!(t.insert(addr, LIVE, now));
+        }
+        assert!(t.remove(&crowd[0], now));
+        assert_eq!(t.sweep(16, now), 0, "a fresh tombstone stays");
+        assert_eq!(
+            t.sweep(16, now + QUIET),
+            0,
+            "the ninth address, in the next bucket, is looked up through the home bucket"
+        );
+        assert_eq!(t.get(&crowd[8]), Some(LIVE));
+        assert!(t.remove(&crowd[8], now + QUIET));
+        assert_eq!(t.tombstones(), 2);
+        assert_eq!(t.sweep(16, now + QUIET * 2), 2);
+        assert_eq!(t.tombstones(), 0);
+        for addr in &crowd[1..8] {
+            assert_eq!(t.get(addr), Some(LIVE), "{addr:?} is still found");
+        }
+        assert_eq!(t.get(&crowd[0]), None);
+        assert_eq!(t.get(&crowd[8]), None);
+    }
+
+    /// A tiny deterministic generator, enough to shuffle operations.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn under_churn_and_sweeps_every_entry_stays_found_and_all_comes_back() {
+        let mut t = V4::in_memory(64, 7);
+        let start = Instant::now();
+        let mut present = std::collections::HashSet::new();
+        let mut rng = 0x5eed_u64;
+        for step in 0..40_000u32 {
+            let now = start + QUIET / 8 * step;
+            let addr = [u32::try_from(xorshift(&mut rng) % 700).expect("small") + 1];
+            if xorshift(&mut rng).is_multiple_of(2) {
+                if t.insert(&addr, LIVE, now) {
+                    present.insert(addr);
+                }
+            } else {
+                t.remove(&addr, now);
+                present.remove(&addr);
+            }
+            if step % 16 == 0 {
+                t.sweep(8, now);
+            }
+            if step % 1000 == 0 {
+                for addr in &present {
+                    assert_eq!(t.get(addr), Some(LIVE), "{addr:?} lost at step {step}");
+                }
+                assert_eq!(t.held(), present.len());
+            }
+        }
+        let end = start + QUIET / 8 * 40_000;
+        for addr in std::mem::take(&mut present) {
+            assert!(t.remove(&addr, end));
+        }
+        t.sweep(64, end + QUIET);
+        assert!(t.never_used(), "every slot is never-used again");
+        assert_eq!(t.tombstones(), 0);
     }
 
     #[test]

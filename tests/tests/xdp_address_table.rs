@@ -2,7 +2,8 @@
 //! address is still dropped (from the table or the range trie), lifting a ban works wherever
 //! it lives, a lifted slot is reused, and the maps list exactly what was banned. Then resized
 //! (a new `max_addresses` at start), even after a resize cut short: every ban moves into the
-//! new tables, overflowed ones included.
+//! new tables, overflowed ones included. And swept: lifted slots no lookup needs become empty
+//! again, and every ban still in force is still found.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -53,6 +54,20 @@ fn listed(program: &Program) -> Vec<IpNet> {
     nets
 }
 
+/// Bans every address in `all` for ever, then checks that the maps list each once and the
+/// program drops each.
+fn ban_all(program: &mut Program, all: &[IpAddr]) {
+    for &addr in all {
+        ban(program, addr, u64::MAX);
+    }
+    let mut want: Vec<IpNet> = all.iter().copied().map(IpNet::from).collect();
+    want.sort();
+    assert_eq!(listed(program), want, "the maps list every ban once");
+    for &addr in all {
+        assert_eq!(verdict(program, addr), XDP_DROP, "{addr} is banned");
+    }
+}
+
 #[test]
 fn a_tiny_table_overflows_into_the_trie_and_every_ban_holds() {
     if !privileged("a_tiny_table_overflows_into_the_trie_and_every_ban_holds") {
@@ -63,15 +78,7 @@ fn a_tiny_table_overflows_into_the_trie_and_every_ban_holds() {
     assert_eq!(program.maps.table_buckets(), (4, 4));
     program.maps.set_ports(&[25]).expect("ports");
     let all = addresses();
-    for &addr in &all {
-        ban(&mut program, addr, u64::MAX);
-    }
-    let mut want: Vec<IpNet> = all.iter().copied().map(IpNet::from).collect();
-    want.sort();
-    assert_eq!(listed(&program), want, "the maps list every ban once");
-    for &addr in &all {
-        assert_eq!(verdict(&program, addr), XDP_DROP, "{addr} is banned");
-    }
+    ban_all(&mut program, &all);
     let clean = [
         IpAddr::V4(Ipv4Addr::new(198, 51, 100, 250)),
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 7, 999)),
@@ -117,6 +124,57 @@ fn a_tiny_table_overflows_into_the_trie_and_every_ban_holds() {
     println!(
         "tiny tables: {} addresses banned, lifted and banned again; all verdicts right",
         all.len()
+    );
+}
+
+#[test]
+fn lifted_slots_are_swept_and_every_kept_ban_still_drops() {
+    if !privileged("lifted_slots_are_swept_and_every_kept_ban_still_drops") {
+        return;
+    }
+    // Crowded tables (96 slots a family for 80 addresses), so that many addresses sit past
+    // their home bucket and lookups walk past the lifted slots.
+    let mut program = Program::load_with(Capacity { addresses: 64 });
+    program.maps.set_ports(&[25]).expect("ports");
+    let all: Vec<IpAddr> = addresses()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 200 < 80)
+        .map(|(_, a)| a)
+        .collect();
+    for &addr in &all {
+        ban(&mut program, addr, u64::MAX);
+    }
+    let (kept, lifted): (Vec<_>, Vec<_>) = all.iter().enumerate().partition(|(i, _)| i % 3 == 0);
+    for (_, addr) in &lifted {
+        program.maps.remove_ban(IpNet::from(**addr)).expect("lift");
+    }
+    let tombstones = program.maps.table_usage().tombstones;
+    assert_eq!(
+        program.maps.sweep_tables(),
+        0,
+        "nothing is swept before a quiet second"
+    );
+    std::thread::sleep(blocker::table::QUIET);
+    let freed = program.maps.sweep_tables();
+    let left = program.maps.table_usage().tombstones;
+    assert!(
+        freed > 0 && left == tombstones - freed,
+        "{freed} of {tombstones} swept, {left} left"
+    );
+    for (_, addr) in &kept {
+        assert_eq!(
+            verdict(&program, **addr),
+            XDP_DROP,
+            "{addr} is still banned"
+        );
+    }
+    for (_, addr) in &lifted {
+        assert_eq!(verdict(&program, **addr), XDP_PASS, "{addr} was lifted");
+    }
+    ban_all(&mut program, &all);
+    println!(
+        "sweep: {freed} of {tombstones} lifted slots freed ({left} stay: kept bans are looked up past them); every verdict right"
     );
 }
 
