@@ -102,6 +102,12 @@ pub enum AttachError {
         #[source]
         source: LinkError,
     },
+    #[error("cannot remove the pinned XDP link {path}, left by an interface now gone")]
+    StalePin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("swapping the program into the pinned XDP link {path} failed")]
     Replace {
         path: PathBuf,
@@ -364,19 +370,38 @@ pub fn attach_pinned(
         };
         let link = FdLink::from(PinnedLink::from_pin(&path).map_err(reuse)?);
         let link = XdpLink::try_from(link).map_err(reuse)?;
-        let id = xdp
-            .attach_to_link(link)
-            .map_err(|source| AttachError::Replace {
-                path: path.clone(),
-                source,
-            })?;
-        // The program keeps the link's fd; closed here, the pin alone holds the link, so that
-        // `blocker detach` detaches at once, as after a first attach, even with us running.
-        if let Ok(link) = xdp.take_link(id) {
-            // Taking the fd out of the wrapper, whose drop would detach (for a netlink link).
-            let _closed = FdLink::try_from(link);
+        match xdp.attach_to_link(link) {
+            Ok(id) => {
+                // The program keeps the link's fd; closed here, the pin alone holds the link, so
+                // that `blocker detach` detaches at once, as after a first attach, even with us
+                // running.
+                if let Ok(link) = xdp.take_link(id) {
+                    // Taking the fd out of the wrapper, whose drop would detach (netlink link).
+                    let _closed = FdLink::try_from(link);
+                }
+                return Ok(Attached::Replaced);
+            }
+            // The kernel let the link go with its interface (deleted, and maybe made again
+            // since, as networkd does with VLANs and bonds): the pin is all that is left.
+            Err(ProgramError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
+            {
+                tracing::warn!(
+                    interface,
+                    "the pinned XDP link outlived its interface (deleted and made again?); attaching anew"
+                );
+                std::fs::remove_file(&path).map_err(|source| AttachError::StalePin {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            Err(source) => {
+                return Err(AttachError::Replace {
+                    path: path.clone(),
+                    source,
+                });
+            }
         }
-        return Ok(Attached::Replaced);
     }
     let id = xdp.attach(interface, xdp_mode(mode)).map_err(error)?;
     let pin_error = |source: Box<dyn std::error::Error + Send + Sync>| AttachError::Pin {

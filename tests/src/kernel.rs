@@ -119,4 +119,17 @@ impl Program {
         ns.run(|| blocker::loader::attach(ebpf, interface, mode))
             .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
     }
+
+    /// Attaches to `interface` in `ns` as the daemon does: through the link pinned in `dir`
+    /// if there is one, else anew, pinning the link there.
+    pub fn attach_pinned(
+        &mut self,
+        ns: &crate::netns::Netns,
+        dir: &std::path::Path,
+        interface: &str,
+        mode: blocker::loader::AttachMode,
+    ) -> Result<blocker::loader::Attached, blocker::loader::AttachError> {
+        let ebpf = &mut self.ebpf;
+        ns.run(|| blocker::loader::attach_pinned(ebpf, dir, interface, mode))
+    }
 }

@@ -102,7 +102,7 @@ pub struct Host {
 pub struct Lan {
     pub hosts: Vec<Host>,
     /// Held for its `Drop`: deleting the namespace removes the bridge.
-    _switch: Netns,
+    switch: Netns,
 }
 
 /// The hosts most tests and the demo need: a mail host, an attacker to ban and a legitimate
@@ -142,62 +142,79 @@ impl Lan {
         let mut hosts = Vec::new();
         for (i, (v4, v6)) in addrs.iter().enumerate() {
             let ns = Netns::new(format!("{id}-h{i}"));
-            let port = format!("p{i}");
-            ip(&[
-                "-n",
-                &switch.name,
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &ns.name,
-            ]);
-            ip(&[
-                "-n",
-                &switch.name,
-                "link",
-                "set",
-                &port,
-                "master",
-                "br0",
-                "up",
-            ]);
-            ip(&[
-                "-n",
-                &ns.name,
-                "addr",
-                "add",
-                &format!("{v4}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&[
-                "-n",
-                &ns.name,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
+            wire(&switch, &ns, i, v4, v6);
             hosts.push(Host {
                 ns,
                 v4: v4.parse().expect("test v4 address"),
                 v6: v6.parse().expect("test v6 address"),
             });
         }
-        Lan {
-            hosts,
-            _switch: switch,
-        }
+        Lan { hosts, switch }
     }
+
+    /// Deletes host `i`'s `eth0` and makes it again, addresses and all (as networkd does
+    /// with a VLAN or a bond it rebuilds): a new interface of the same name.
+    pub fn rewire(&self, i: usize) {
+        let host = &self.hosts[i];
+        ip(&["-n", &self.switch.name, "link", "del", &format!("p{i}")]);
+        wire(
+            &self.switch,
+            &host.ns,
+            i,
+            &host.v4.to_string(),
+            &host.v6.to_string(),
+        );
+    }
+}
+
+/// Host `i`'s link: a veth from port `p{i}` on the switch's bridge to `eth0` in `ns`, with
+/// `v4`/24 and `v6`/64.
+fn wire(switch: &Netns, ns: &Netns, i: usize, v4: &str, v6: &str) {
+    let port = format!("p{i}");
+    ip(&[
+        "-n",
+        &switch.name,
+        "link",
+        "add",
+        &port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &ns.name,
+    ]);
+    ip(&[
+        "-n",
+        &switch.name,
+        "link",
+        "set",
+        &port,
+        "master",
+        "br0",
+        "up",
+    ]);
+    ip(&[
+        "-n",
+        &ns.name,
+        "addr",
+        "add",
+        &format!("{v4}/24"),
+        "dev",
+        "eth0",
+    ]);
+    ip(&[
+        "-n",
+        &ns.name,
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
 }
 
 /// TCP listeners on a host (dual-stack `[::]:port`), accepting until dropped and recording

@@ -1,9 +1,13 @@
 //! End to end across network namespaces: a mail host with listeners on 25, 993 and an
-//! unprotected port, the program on its NIC, a banned and a clean client, IPv4 and IPv6.
+//! unprotected port, the program on its NIC, a banned and a clean client, IPv4 and IPv6. And a
+//! NIC deleted and made again under a pinned link: the next start attaches anew.
 
 use std::{net::IpAddr, time::Duration};
 
-use blocker::loader::AttachMode;
+use blocker::{
+    loader::{self, AttachMode, Attached, Capacity, Loaded},
+    maps::KernelMaps,
+};
 use blocker_common::{family, origin};
 use blocker_tests::{
     kernel::Program,
@@ -95,4 +99,65 @@ fn generic_xdp() {
     if privileged("generic_xdp") {
         banned_client_is_refused_on_mail_ports_only(AttachMode::Generic);
     }
+}
+
+#[test]
+fn an_interface_made_again_gets_the_program_at_the_next_start() {
+    if !privileged("an_interface_made_again_gets_the_program_at_the_next_start") {
+        return;
+    }
+    let lan = Lan::mail_scene();
+    let (mail, attacker, client) = lan.roles();
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/blocker-test-relink-{}",
+        std::process::id()
+    ));
+    let load = || {
+        let Loaded::Pinned(mut ebpf) =
+            loader::load_pinned(&dir, Capacity::default()).expect("load")
+        else {
+            panic!("same size: no resize")
+        };
+        let maps = KernelMaps::take(&mut ebpf).expect("maps");
+        let mut program = Program::new(ebpf, maps);
+        program.maps.set_ports(&[25]).expect("ports");
+        program
+    };
+    let mut first = load();
+    first
+        .maps
+        .insert_ban(blocker::maps::Ban {
+            net: IpAddr::V4(attacker.v4).into(),
+            expires_at_ns: u64::MAX,
+            origin: origin::CSCLI,
+        })
+        .expect("ban");
+    let attached = first.attach_pinned(&mail.ns, &dir, "eth0", AttachMode::Native);
+    assert!(
+        matches!(attached, Ok(Attached::New(AttachMode::Native))),
+        "{attached:?}"
+    );
+    drop(first);
+
+    // The mail host's NIC is deleted and made again: the kernel lets the link go, its pin
+    // stays. A new daemon must not fail on it, and must enforce on the new NIC.
+    lan.rewire(0);
+    let mut second = load();
+    let attached = second.attach_pinned(&mail.ns, &dir, "eth0", AttachMode::Native);
+    assert!(
+        matches!(attached, Ok(Attached::New(AttachMode::Native))),
+        "a stale link pin is replaced: {attached:?}"
+    );
+    let _listeners = Listeners::start(mail, &[25]);
+    let to = IpAddr::V4(mail.v4);
+    assert!(
+        !connects(attacker, to, 25, TIMEOUT),
+        "the banned host is refused again"
+    );
+    assert!(connects(client, to, 25, TIMEOUT), "the clean host connects");
+    drop(second);
+    loader::detach(&dir).expect("remove the pins");
+    println!(
+        "interface made again: the stale link pin was replaced and the ban enforced on the new NIC"
+    );
 }
