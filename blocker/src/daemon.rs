@@ -29,6 +29,9 @@ use crate::{
 /// How often expired bans are looked for, whatever the polling interval.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
+/// Skipped decisions logged by name per pull; the rest are counted.
+const SKIPPED_LOGGED: usize = 3;
+
 /// What the daemon needs, taken from a validated [`Config`].
 #[derive(Debug)]
 pub struct DaemonSettings {
@@ -159,8 +162,17 @@ impl Enforcer {
             }
         };
         self.resync = false;
-        for skipped in &batch.skipped {
-            tracing::warn!(?skipped, "decision skipped");
+        // A few by name, then a count: a list with many bad items comes back on every pull.
+        for skipped in batch.skipped.iter().take(SKIPPED_LOGGED) {
+            tracing::warn!("decision skipped: {skipped}");
+        }
+        if let Some(more) = batch
+            .skipped
+            .len()
+            .checked_sub(SKIPPED_LOGGED)
+            .filter(|&n| n > 0)
+        {
+            tracing::warn!("{more} more decisions skipped");
         }
         let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped.len());
         let (wall, boot) = (SystemTime::now(), clock::now_ns());
@@ -231,7 +243,16 @@ pub async fn run(
         pins = %settings.pin_dir.display(),
         "blocker is enforcing"
     );
-    match client.check().await {
+    tokio::pin!(shutdown);
+    // Raced against a stop, as every LAPI request: a hung LAPI must not hold `systemctl stop`.
+    let checked = tokio::select! {
+        () = &mut shutdown => {
+            stopping(&maps);
+            return Ok(());
+        }
+        checked = client.check() => checked,
+    };
+    match checked {
         Ok(()) => tracing::info!("LAPI reachable and our credentials accepted"),
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "LAPI check failed; enforcing what the maps hold and retrying");
@@ -254,8 +275,9 @@ pub async fn run(
         )
     });
 
-    tokio::pin!(shutdown);
     let mut expiry = tokio::time::interval(EXPIRY_TICK);
+    // After a long pull, one tick, not a burst of the ones missed meanwhile.
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Backoff::default();
     let mut next_pull = tokio::time::Instant::now();
     let mut ready = false;
@@ -284,28 +306,13 @@ pub async fn run(
             }
             () = tokio::time::sleep_until(next_pull) => {
                 snapshot.lapi_requests += 1;
-                let delay = match enforcer.pull().await {
-                    Ok(report) => {
-                        snapshot.last_sync = Some(SystemTime::now());
-                        if report.startup || report.applied != Applied::default() || report.skipped > 0 {
-                            tracing::info!(?report, prefixes = enforcer.sync.banned_prefixes(), "decisions applied");
-                        }
-                        backoff.reset();
-                        state.last_sync = Some(unix_seconds(SystemTime::now()));
-                        state.pending_writes = enforcer.sync.pending_writes();
-                        state.save(&settings.state_file);
-                        settings.update_frequency
-                    }
-                    Err(e) => {
-                        snapshot.lapi_failures += 1;
-                        state.last_error = Some(error_chain(&e));
-                        state.last_error_at = Some(unix_seconds(SystemTime::now()));
-                        state.save(&settings.state_file);
-                        let delay = backoff.next_delay();
-                        tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "LAPI pull failed; the maps keep their bans");
-                        delay
-                    }
+                // A stop does not wait for a slow LAPI (up to the request timeout): the pull
+                // is dropped before it changes anything, and the pinned bans stay in force.
+                let pulled = tokio::select! {
+                    () = &mut shutdown => break,
+                    pulled = enforcer.pull() => pulled,
                 };
+                let delay = account_pull(pulled, &enforcer, &mut snapshot, &mut state, &mut backoff, &settings);
                 next_pull = tokio::time::Instant::now() + delay;
                 if !ready {
                     // Attached, and the first sync has been tried: LAPI being away is no
@@ -316,10 +323,52 @@ pub async fn run(
             }
         }
     }
-    crate::notify::notify("STOPPING=1");
-    log_counters(enforcer.maps());
-    tracing::info!("stopping; enforcement stays in place (blocker detach removes it)");
+    stopping(enforcer.maps());
     Ok(())
+}
+
+/// Tells systemd and the log that the daemon stops, leaving the kernel enforcing.
+fn stopping(maps: &KernelMaps) {
+    crate::notify::notify("STOPPING=1");
+    log_counters(maps);
+    tracing::info!("stopping; enforcement stays in place (blocker detach removes it)");
+}
+
+/// Records a pull's outcome in the metrics and the state file, and says when to pull next.
+fn account_pull(
+    pulled: Result<PullReport, LapiError>,
+    enforcer: &Enforcer,
+    snapshot: &mut Snapshot,
+    state: &mut DaemonState,
+    backoff: &mut Backoff,
+    settings: &DaemonSettings,
+) -> Duration {
+    match pulled {
+        Ok(report) => {
+            snapshot.last_sync = Some(SystemTime::now());
+            if report.startup || report.applied != Applied::default() || report.skipped > 0 {
+                tracing::info!(
+                    ?report,
+                    prefixes = enforcer.sync.banned_prefixes(),
+                    "decisions applied"
+                );
+            }
+            backoff.reset();
+            state.last_sync = Some(unix_seconds(SystemTime::now()));
+            state.pending_writes = enforcer.sync.pending_writes();
+            state.save(&settings.state_file);
+            settings.update_frequency
+        }
+        Err(e) => {
+            snapshot.lapi_failures += 1;
+            state.last_error = Some(error_chain(&e));
+            state.last_error_at = Some(unix_seconds(SystemTime::now()));
+            state.save(&settings.state_file);
+            let delay = backoff.next_delay();
+            tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "LAPI pull failed; the maps keep their bans");
+            delay
+        }
+    }
 }
 
 /// Loads (reusing pins), writes ports, mode and allow list, and attaches to every interface:

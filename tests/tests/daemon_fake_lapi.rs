@@ -24,7 +24,9 @@ use blocker::{
 };
 use blocker_common::origin;
 use blocker_tests::{
+    daemon::{Daemon as Running, settings},
     fake_lapi::{FakeLapi, Fault, HUGE_DECISION_COUNT, decision},
+    netns::Lan,
     privileged,
 };
 use ipnet::IpNet;
@@ -464,4 +466,64 @@ async fn requests_carry_the_key_the_agent_and_the_filters() {
         "requests: GET {} then GET {}, X-Api-Key and User-Agent {USER_AGENT:?} on both",
         requests[0].path_and_query, requests[1].path_and_query
     );
+}
+
+/// Requests with `method` the fake has received so far.
+fn received(lapi: &FakeLapi, method: &str) -> usize {
+    lapi.requests()
+        .iter()
+        .filter(|r| r.method == method)
+        .count()
+}
+
+/// Waits until the fake has received more than `count` requests with `method`.
+fn wait_for_more(lapi: &FakeLapi, method: &str, count: usize) {
+    let asked = Instant::now();
+    while received(lapi, method) <= count {
+        assert!(
+            asked.elapsed() < Duration::from_mins(1),
+            "the daemon sent no new {method}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_stop_does_not_wait_for_a_hung_lapi() {
+    if !privileged("a_stop_does_not_wait_for_a_hung_lapi") {
+        return;
+    }
+    let lan = Lan::mail_scene();
+    let (mail, _, _) = lan.roles();
+    let lapi = mail.ns.run(FakeLapi::start);
+    let hung = Fault::Slow(Duration::from_mins(10));
+    let start = || {
+        let mut settings = settings(&lapi.url(), API_KEY);
+        settings.lapi.timeout = Duration::from_mins(5);
+        Running::start(&mail.ns, settings)
+    };
+    // Our unit's TimeoutStopSec is 30 s; each hung request would take 300.
+    let stop_quickly = |daemon: Running, stuck_in: &str| {
+        let stopping = Instant::now();
+        drop(daemon);
+        let took = stopping.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "a stop while LAPI hangs in {stuck_in} took {took:?}"
+        );
+        println!("stop while LAPI hangs in {stuck_in}: {took:?}");
+    };
+    // Stuck in the check at start (HEAD).
+    lapi.set_fault(hung.clone());
+    let daemon = start();
+    wait_for_more(&lapi, "HEAD", 0);
+    stop_quickly(daemon, "the check");
+    // Stuck in a pull (GET), after one went well.
+    lapi.clear_fault();
+    let daemon = start();
+    let pulls = received(&lapi, "GET");
+    wait_for_more(&lapi, "GET", pulls);
+    lapi.set_fault(hung);
+    wait_for_more(&lapi, "GET", pulls + 1);
+    stop_quickly(daemon, "a pull");
 }
