@@ -276,6 +276,11 @@ impl Sync {
         touched.extend(self.retry.drain(..retried));
         touched.sort_unstable();
         touched.dedup();
+        if !self.retry.is_empty() {
+            // Those written now leave the queue: written, they are done; refused, they go back
+            // to its end, once.
+            self.retry.retain(|n| touched.binary_search(n).is_err());
+        }
         let mut applied = Applied::default();
         let mut first_failure = None;
         for &number in &touched {
@@ -717,6 +722,29 @@ mod tests {
             (applied.banned, s.pending_writes()),
             (1500 - RETRIES_PER_STEP, 0)
         );
+        assert_in_step(&s, &maps, &applied);
+    }
+
+    #[test]
+    fn a_waiting_write_touched_again_waits_once() {
+        let mut s = sync();
+        let mut maps = FakeMaps {
+            refuse: usize::MAX,
+            ..FakeMaps::default()
+        };
+        let many: Vec<Decision> = (0..1500u16)
+            .map(|i| decision(i.into(), &format!("2001:db8::{i:x}/128"), 3600))
+            .collect();
+        s.delta(batch(many, vec![]), at(0), boot(0), &mut maps);
+        // The last one, far back in the queue, renewed and refused again.
+        let renewed = vec![decision(1499, "2001:db8::5db/128", 7200)];
+        let applied = s.delta(batch(renewed, vec![]), at(1), boot(1), &mut maps);
+        assert_eq!(applied.failed, RETRIES_PER_STEP + 1);
+        assert_eq!(s.pending_writes(), 1500, "each refused prefix counted once");
+        maps.refuse = 0;
+        s.tick(at(2), boot(2), &mut maps);
+        let applied = s.tick(at(3), boot(3), &mut maps);
+        assert_eq!(s.pending_writes(), 0);
         assert_in_step(&s, &maps, &applied);
     }
 
