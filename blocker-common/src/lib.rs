@@ -203,7 +203,7 @@ pub type BucketV6 = Bucket<4, 3, 1>;
 /// one pointer and then the element through another, two or three cache (and TLB) misses per
 /// lookup once the sources are many. Here a lookup reads one line, sometimes the next.
 ///
-/// An address lives in its home bucket (`hash & mask`) or one of the next
+/// An address lives in its home bucket ([`home`](table::home)) or one of the next
 /// [`PROBE_BUCKETS`](table::PROBE_BUCKETS) - 1; one that finds no room there goes to the
 /// range trie as a /32 or /128 instead. A slot's `tag` is 0 while it was never used: a
 /// bucket with such a slot ends a lookup, since nothing was ever pushed past it. Removal

@@ -33,7 +33,9 @@ pub enum LoadError {
     Object(#[source] EbpfError),
     #[error("the object has no XDP program named {PROGRAM}")]
     NoProgram,
-    #[error("the kernel refused the XDP program (verifier or privileges: CAP_BPF, CAP_NET_ADMIN)")]
+    #[error(
+        "the kernel refused the XDP program (verifier or privileges: CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON; kernel 5.11 or later)"
+    )]
     Verifier(#[source] ProgramError),
     #[error(
         "{dir} is not on a BPF filesystem and mounting one at /sys/fs/bpf failed; mount it with `mount -t bpf bpf /sys/fs/bpf` (or give the container the host's /sys/fs/bpf)"

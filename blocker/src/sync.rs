@@ -34,7 +34,8 @@ const EXPIRY_NOISE_NS: u64 = 1_000_000_000;
 
 /// How much later than asked the address table may keep an expiry (read back from a pinned
 /// table, it is rounded up to the table's unit): not a change worth a write either. Only
-/// later: an entry that would end early is always rewritten.
+/// later: an entry that would end early by more than [`EXPIRY_NOISE_NS`] is rewritten (the
+/// daemon removes it on time while it runs; stopped, that is how early the kernel may end it).
 const EXPIRY_ROUNDING_NS: u64 = 1 << blocker_common::table::EXPIRY_SHIFT;
 
 /// Failed map writes tried again per step, at most (the rest wait for the next steps).
