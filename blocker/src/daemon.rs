@@ -216,9 +216,7 @@ impl Enforcer {
 
     /// Removes bans whose decisions have ended, and sweeps a slice of the address tables.
     pub fn expire(&mut self) -> Applied {
-        let applied = self
-            .sync
-            .tick(SystemTime::now(), clock::now_ns(), &mut self.maps);
+        let applied = self.sync.tick(clock::now_ns(), &mut self.maps);
         self.recount(&applied);
         self.maps.sweep_tables();
         applied

@@ -17,7 +17,7 @@ use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap, HashSet, hash_map::RandomState},
     hash::BuildHasher as _,
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use hashbrown::{HashTable, hash_table::Entry};
@@ -66,7 +66,8 @@ impl BanMaps for KernelMaps {
 #[repr(C, packed)]
 struct Held {
     id: i64,
-    /// Nanoseconds since the Unix epoch, see [`epoch_ns`].
+    /// When it ends on the program's clock (`clock`), converted once, on arrival: a step of
+    /// the wall clock (NTP, a resumed VM) later must not end bans early or late.
     until: u64,
     origin: u8,
 }
@@ -137,13 +138,6 @@ pub struct Sync {
     /// expiry tick runs each second), so a ban the kernel refused once is not left out for
     /// good.
     retry: Vec<u32>,
-}
-
-/// `time` in nanoseconds since the Unix epoch: 0 before it (long ended), `u64::MAX` past 2554
-/// (out of reach: a Go duration is 292 years at most).
-fn epoch_ns(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Sync {
@@ -219,12 +213,12 @@ impl Sync {
         self.expiries.clear();
         self.held = 0;
         let mut touched = Vec::new();
-        self.hold_all(batch.new, &batch.kinds, &mut touched);
-        self.expire(wall_now, &mut touched);
+        self.hold_all(batch.new, &batch.kinds, wall_now, clock_now, &mut touched);
+        self.expire(clock_now, &mut touched);
         // Every prefix is applied, touched or not: the ones no decision names any more go.
         drop(touched);
         let everything = self.occupied_slots();
-        self.apply(everything, wall_now, clock_now, maps)
+        self.apply(everything, maps)
     }
 
     /// Takes a delta: deletions (idempotent), then new decisions.
@@ -243,34 +237,23 @@ impl Sync {
                 touched.push(slot);
             }
         }
-        self.hold_all(batch.new, &batch.kinds, &mut touched);
-        self.expire(wall_now, &mut touched);
-        self.apply(touched, wall_now, clock_now, maps)
+        self.hold_all(batch.new, &batch.kinds, wall_now, clock_now, &mut touched);
+        self.expire(clock_now, &mut touched);
+        self.apply(touched, maps)
     }
 
     /// Drops decisions that have ended, and their bans if no other decision covers them.
-    pub fn tick(
-        &mut self,
-        wall_now: SystemTime,
-        clock_now: u64,
-        maps: &mut impl BanMaps,
-    ) -> Applied {
+    pub fn tick(&mut self, clock_now: u64, maps: &mut impl BanMaps) -> Applied {
         let mut touched = Vec::new();
-        self.expire(wall_now, &mut touched);
-        self.apply(touched, wall_now, clock_now, maps)
+        self.expire(clock_now, &mut touched);
+        self.apply(touched, maps)
     }
 
     /// Makes the maps agree with the decisions of the `touched` slots (removals first, to
     /// free room), keeping our view in step with what succeeded, and frees the slots left with
     /// nothing. A failed write is counted, logged (once per call, with the count) and tried
     /// again at the next call; the others go on.
-    fn apply(
-        &mut self,
-        mut touched: Vec<u32>,
-        wall_now: SystemTime,
-        clock_now: u64,
-        maps: &mut impl BanMaps,
-    ) -> Applied {
+    fn apply(&mut self, mut touched: Vec<u32>, maps: &mut impl BanMaps) -> Applied {
         // A bounded share each step: a kernel that keeps refusing (a full trie) must not cost
         // a system call per refused ban every second.
         let retried = self.retry.len().min(RETRIES_PER_STEP);
@@ -304,7 +287,7 @@ impl Sync {
             self.free(number);
         }
         for &number in &touched {
-            let Some(ban) = self.ban_to_write(number, wall_now, clock_now) else {
+            let Some(ban) = self.ban_to_write(number) else {
                 continue;
             };
             if let Err(e) = maps.insert_ban(ban) {
@@ -338,13 +321,12 @@ impl Sync {
     }
 
     /// The write that makes a slot's map entry match its decisions, if it does not already.
-    fn ban_to_write(&self, number: u32, wall_now: SystemTime, clock_now: u64) -> Option<Ban> {
+    fn ban_to_write(&self, number: u32) -> Option<Ban> {
         let slot = self.slots[number as usize].as_ref()?;
         let latest = self.held_in(number).iter().max_by_key(|held| held.until)?;
-        let until = SystemTime::UNIX_EPOCH + Duration::from_nanos(latest.until);
         let ban = Ban {
             net: slot.net,
-            expires_at_ns: clock::expiry_ns(Some(until), wall_now, clock_now),
+            expires_at_ns: latest.until,
             origin: u32::from(latest.origin),
         };
         match slot.in_maps {
@@ -363,7 +345,14 @@ impl Sync {
     }
 
     /// Holds the decisions of types we enforce; adds their slots to `touched`.
-    fn hold_all(&mut self, new: Vec<Decision>, kinds: &[String], touched: &mut Vec<u32>) {
+    fn hold_all(
+        &mut self,
+        new: Vec<Decision>,
+        kinds: &[String],
+        wall_now: SystemTime,
+        clock_now: u64,
+        touched: &mut Vec<u32>,
+    ) {
         let enforced: Vec<bool> = kinds
             .iter()
             .map(|kind| self.supported_types.contains(&kind.to_ascii_lowercase()))
@@ -371,7 +360,8 @@ impl Sync {
         for decision in decisions::consume(new) {
             let kind = decision.kind as usize;
             if enforced[kind] {
-                touched.push(self.hold(decision));
+                let until = clock::expiry_ns(Some(decision.until), wall_now, clock_now);
+                touched.push(self.hold(decision, until));
             } else {
                 let kind = kinds[kind].to_ascii_lowercase();
                 if !self.ignored_types.contains(&kind) {
@@ -385,14 +375,14 @@ impl Sync {
         }
     }
 
-    /// Holds a new decision; returns its slot.
-    fn hold(&mut self, decision: Decision) -> u32 {
+    /// Holds a new decision, ending at `until` (the program's clock); returns its slot.
+    fn hold(&mut self, decision: Decision, until: u64) -> u32 {
         let number = self.slot_for(decision.net);
         // The same id again replaces what it said before.
         self.release(number, |held| held.id == decision.id);
         let held = Held {
             id: decision.id,
-            until: epoch_ns(decision.until),
+            until,
             origin: decision.origin,
         };
         let decisions = match self.slot(number).decisions {
@@ -451,8 +441,8 @@ impl Sync {
     }
 
     /// Releases every decision whose `until` has passed; adds their slots to `touched`.
-    fn expire(&mut self, wall_now: SystemTime, touched: &mut Vec<u32>) {
-        let now = epoch_ns(wall_now);
+    fn expire(&mut self, clock_now: u64, touched: &mut Vec<u32>) {
+        let now = clock_now;
         while let Some(&Reverse(due)) = self.expiries.peek() {
             if due.until > now {
                 break;
@@ -620,7 +610,7 @@ mod tests {
     const CROWDSEC: u8 = 1;
 
     fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + secs)
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(T0 + secs)
     }
 
     fn net(s: &str) -> IpNet {
@@ -681,7 +671,7 @@ mod tests {
         let applied = s.delta(batch(vec![banned], vec![]), at(0), boot(0), &mut maps);
         assert_eq!((applied.banned, applied.failed), (0, 1));
         assert!(maps.bans.is_empty(), "refused");
-        let applied = s.tick(at(1), boot(1), &mut maps);
+        let applied = s.tick(boot(1), &mut maps);
         assert_eq!((applied.banned, applied.failed), (1, 0), "tried again");
         assert_in_step(&s, &maps, &applied);
 
@@ -690,12 +680,12 @@ mod tests {
         assert_eq!((applied.unbanned, applied.failed), (0, 1));
         assert_eq!(maps.bans.len(), 1, "the removal was refused");
         assert_eq!(s.pending_writes(), 1);
-        let applied = s.tick(at(3), boot(3), &mut maps);
+        let applied = s.tick(boot(3), &mut maps);
         assert_eq!((applied.unbanned, applied.failed), (1, 0), "tried again");
         assert_eq!(s.pending_writes(), 0);
         assert_in_step(&s, &maps, &applied);
         assert_eq!(
-            s.tick(at(4), boot(4), &mut maps).failed,
+            s.tick(boot(4), &mut maps).failed,
             0,
             "nothing left to retry"
         );
@@ -713,17 +703,30 @@ mod tests {
             .collect();
         let applied = s.delta(batch(many, vec![]), at(0), boot(0), &mut maps);
         assert_eq!((applied.failed, s.pending_writes()), (1500, 1500));
-        let applied = s.tick(at(1), boot(1), &mut maps);
+        let applied = s.tick(boot(1), &mut maps);
         assert_eq!(
             (applied.banned, s.pending_writes()),
             (RETRIES_PER_STEP, 1500 - RETRIES_PER_STEP)
         );
-        let applied = s.tick(at(2), boot(2), &mut maps);
+        let applied = s.tick(boot(2), &mut maps);
         assert_eq!(
             (applied.banned, s.pending_writes()),
             (1500 - RETRIES_PER_STEP, 0)
         );
         assert_in_step(&s, &maps, &applied);
+    }
+
+    #[test]
+    fn a_wall_clock_step_neither_ends_nor_keeps_bans() {
+        let (mut s, mut maps) = (sync(), FakeMaps::default());
+        let new = vec![decision(1, "203.0.113.7/32", 100)];
+        delta(&mut s, &mut maps, batch(new, vec![]), 0);
+        // NTP steps the wall clock five hours ahead one second later; a pull comes then.
+        let applied = s.delta(batch(vec![], vec![]), at(5 * 3600), boot(1), &mut maps);
+        assert_eq!(applied, Applied::default());
+        assert_eq!(s.tick(boot(99), &mut maps), Applied::default());
+        assert!(maps.bans.contains_key(&net("203.0.113.7/32")), "still banned");
+        assert_eq!(s.tick(boot(100), &mut maps).unbanned, 1, "ends on time");
     }
 
     #[test]
@@ -743,8 +746,8 @@ mod tests {
         assert_eq!(applied.failed, RETRIES_PER_STEP + 1);
         assert_eq!(s.pending_writes(), 1500, "each refused prefix counted once");
         maps.refuse = 0;
-        s.tick(at(2), boot(2), &mut maps);
-        let applied = s.tick(at(3), boot(3), &mut maps);
+        s.tick(boot(2), &mut maps);
+        let applied = s.tick(boot(3), &mut maps);
         assert_eq!(s.pending_writes(), 0);
         assert_in_step(&s, &maps, &applied);
     }
@@ -887,8 +890,8 @@ mod tests {
             decision(2, "2001:db8::/48", 100),
         ];
         delta(&mut s, &mut maps, batch(new, vec![]), 0);
-        assert_eq!(s.tick(at(4), boot(4), &mut maps), Applied::default());
-        let applied = s.tick(at(5), boot(5), &mut maps);
+        assert_eq!(s.tick(boot(4), &mut maps), Applied::default());
+        let applied = s.tick(boot(5), &mut maps);
         assert_eq!(applied.unbanned, 1);
         assert_eq!(maps.removed, vec![net("203.0.113.7/32")]);
         assert_in_step(&s, &maps, &applied);
@@ -918,9 +921,9 @@ mod tests {
             2,
         );
         assert_eq!(s.slots.len(), 1, "the slot was reused");
-        assert_eq!(s.tick(at(6), boot(6), &mut maps), Applied::default());
+        assert_eq!(s.tick(boot(6), &mut maps), Applied::default());
         assert!(maps.bans.contains_key(&net("203.0.113.9/32")));
-        assert_eq!(s.tick(at(100), boot(100), &mut maps).unbanned, 1);
+        assert_eq!(s.tick(boot(100), &mut maps).unbanned, 1);
         assert!(maps.bans.is_empty());
         assert_eq!(s.slots.iter().flatten().count(), 0);
     }
