@@ -725,7 +725,10 @@ mod tests {
         let applied = s.delta(batch(vec![], vec![]), at(5 * 3600), boot(1), &mut maps);
         assert_eq!(applied, Applied::default());
         assert_eq!(s.tick(boot(99), &mut maps), Applied::default());
-        assert!(maps.bans.contains_key(&net("203.0.113.7/32")), "still banned");
+        assert!(
+            maps.bans.contains_key(&net("203.0.113.7/32")),
+            "still banned"
+        );
         assert_eq!(s.tick(boot(100), &mut maps).unbanned, 1, "ends on time");
     }
 

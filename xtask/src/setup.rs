@@ -18,11 +18,26 @@ const TEST_PACKAGES: &[&str] = &["crowdsec", "iproute2", "nftables", "ethtool", 
 
 /// rust-src for nightly and bpf-linker.
 pub fn toolchain() -> Result<()> {
-    let installed = output(
-        "rustup",
-        &["component", "list", "--toolchain", "nightly", "--installed"],
-    )
-    .context("rustup has no nightly toolchain; this machine kind ships one")?;
+    let components = || {
+        output(
+            "rustup",
+            &["component", "list", "--toolchain", "nightly", "--installed"],
+        )
+    };
+    let installed = if let Ok(installed) = components() {
+        installed
+    } else {
+        // The eBPF crate builds only with a nightly (`-Z build-std`).
+        say("installing a nightly toolchain with rustup (the eBPF program needs one)");
+        run(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        )
+        .context(
+            "installing a nightly toolchain failed (is rustup installed? https://rustup.rs)",
+        )?;
+        components()?
+    };
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         say("installing rust-src for the nightly toolchain (eBPF builds core from source)");
         run(
