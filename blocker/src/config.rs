@@ -206,7 +206,7 @@ pub struct Config {
     /// `/run/blocker/state.json`.
     #[serde(default = "default_state_file")]
     state_file: PathBuf,
-    /// Prometheus endpoint; default enabled on 127.0.0.1:60601.
+    /// Prometheus endpoint; default enabled on 127.0.0.1:60602.
     #[serde(default)]
     prometheus: PrometheusConfig,
     /// Usage metrics pushed to LAPI (`cscli metrics`); default enabled every 15m.
@@ -233,8 +233,8 @@ impl Default for PrometheusConfig {
             enabled: true,
             // Loopback only: metrics are not for the world.
             listen_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            // The firewall bouncer uses 60601 too; both rarely run on one host.
-            listen_port: 60601,
+            // One above the firewall bouncer's 60601: the two may run side by side.
+            listen_port: 60602,
         }
     }
 }
@@ -1077,7 +1077,7 @@ interfaces: [eth0]
         assert!(c.prometheus().enabled());
         assert_eq!(
             c.prometheus().listen_socket(),
-            "127.0.0.1:60601".parse().unwrap()
+            "127.0.0.1:60602".parse().unwrap()
         );
         assert_eq!(c.usage_metrics_interval(), Some(Duration::from_mins(15)));
 

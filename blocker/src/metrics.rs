@@ -1,5 +1,5 @@
-//! The Prometheus endpoint: `GET /metrics`, on `127.0.0.1:60601` by default, as the firewall
-//! bouncer serves it.
+//! The Prometheus endpoint: `GET /metrics`, on `127.0.0.1:60602` by default (the firewall
+//! bouncer serves its own the same way, on 60601).
 //!
 //! The daemon keeps a [`SharedSnapshot`] up to date (about once a second): the kernel's
 //! counters summed over CPUs, the active decisions counted by origin and address family, and

@@ -20,7 +20,7 @@ const WITHIN: Duration = Duration::from_secs(3);
 const PROBE: Duration = Duration::from_millis(300);
 
 /// The daemon's Prometheus endpoint, on the mail host's own loopback.
-const METRICS: &str = "127.0.0.1:60601";
+const METRICS: &str = "127.0.0.1:60602";
 
 /// The value of the series `name` whose labels include every one of `labels`.
 fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
