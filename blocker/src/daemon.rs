@@ -115,6 +115,9 @@ pub struct Enforcer {
     resync: bool,
     /// Bans in force by (origin, family), for metrics; see [`Enforcer::recount`].
     active: BTreeMap<(String, IpType), u64>,
+    /// When the first ban counted in `active` lapses in the kernel (bans adopted from the
+    /// pins lapse there with no decision to release them, while LAPI is away).
+    next_lapse_ns: u64,
 }
 
 /// What one successful pull did.
@@ -135,15 +138,16 @@ impl Enforcer {
         supported_types: &[String],
     ) -> Result<Enforcer, MapsError> {
         let sync = Sync::new(supported_types, maps.bans()?);
-        let active =
-            Snapshot::from_bans(Default::default(), sync.applied(), clock::now_ns()).active;
-        Ok(Enforcer {
+        let mut enforcer = Enforcer {
             client,
             sync,
             maps,
             resync: true,
-            active,
-        })
+            active: BTreeMap::new(),
+            next_lapse_ns: 0,
+        };
+        enforcer.recount(&Applied::default());
+        Ok(enforcer)
     }
 
     #[must_use]
@@ -200,13 +204,20 @@ impl Enforcer {
     }
 
     /// Recounts the bans in force by origin and family: a walk over every ban, so only after
-    /// the maps changed.
+    /// the maps changed or a ban counted lapsed.
     fn recount(&mut self, applied: &Applied) {
-        if applied.banned + applied.unbanned > 0 {
-            self.active =
-                Snapshot::from_bans(Default::default(), self.sync.applied(), clock::now_ns())
-                    .active;
+        let now = clock::now_ns();
+        if applied.banned + applied.unbanned == 0 && now < self.next_lapse_ns {
+            return;
         }
+        self.active = Snapshot::from_bans(Default::default(), self.sync.applied(), now).active;
+        self.next_lapse_ns = self
+            .sync
+            .applied()
+            .map(|ban| ban.expires_at_ns)
+            .filter(|&lapses| lapses > now)
+            .min()
+            .unwrap_or(u64::MAX);
     }
 
     #[must_use]

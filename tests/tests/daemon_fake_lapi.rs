@@ -127,13 +127,24 @@ struct Daemon {
 impl Daemon {
     /// An enforcer pulling from `fake`, each request limited to `timeout`; its maps are empty.
     fn start(fake: &Fake, timeout: Duration) -> Daemon {
+        let daemon = Daemon::adopting(fake, timeout, &[]);
+        assert!(daemon.bans().is_empty(), "freshly loaded maps hold bans");
+        daemon
+    }
+
+    /// An enforcer as [`Daemon::start`] makes, over maps already holding `pinned`, as a
+    /// restarted daemon finds them.
+    fn adopting(fake: &Fake, timeout: Duration, pinned: &[Ban]) -> Daemon {
         // Sized for the huge answer, as an admin sizes `max_addresses` for their lists.
         let capacity = blocker::loader::Capacity {
             addresses: u32::try_from(HUGE_DECISION_COUNT).expect("fits"),
         };
         let mut ebpf = loader::load(capacity)
             .unwrap_or_else(|e| panic!("load the XDP object: {}", error_chain(&e)));
-        let maps = KernelMaps::take(&mut ebpf).expect("take the maps");
+        let mut maps = KernelMaps::take(&mut ebpf).expect("take the maps");
+        for &ban in pinned {
+            maps.insert_ban(ban).expect("a pinned ban");
+        }
         let mut settings = LapiSettings::new(
             fake.lapi.url().parse().expect("fake LAPI URL"),
             LapiAuth::ApiKey(ApiKey::new(API_KEY.to_owned())),
@@ -141,12 +152,10 @@ impl Daemon {
         settings.timeout = timeout;
         let client = LapiClient::new(&settings).expect("LAPI client");
         let enforcer = Enforcer::new(client, maps, &["ban".to_owned()]).expect("enforcer");
-        let daemon = Daemon {
+        Daemon {
             enforcer,
             _ebpf: ebpf,
-        };
-        assert!(daemon.bans().is_empty(), "freshly loaded maps hold bans");
-        daemon
+        }
     }
 
     async fn pull(&mut self) -> Result<PullReport, LapiError> {
@@ -526,4 +535,41 @@ fn a_stop_does_not_wait_for_a_hung_lapi() {
     lapi.set_fault(hung);
     wait_for_more(&lapi, "GET", pulls + 1);
     stop_quickly(daemon, "a pull");
+}
+
+#[tokio::test]
+async fn adopted_bans_that_lapse_while_lapi_is_down_leave_the_active_count() {
+    if !privileged("adopted_bans_that_lapse_while_lapi_is_down_leave_the_active_count") {
+        return;
+    }
+    let fake = Fake::seeded();
+    fake.lapi.set_fault(Fault::Status(503));
+    let lapses = clock::now_ns() + 500_000_000;
+    let pinned = [
+        Ban {
+            net: net("198.51.100.7/32"),
+            expires_at_ns: lapses,
+            origin: origin::CSCLI,
+        },
+        Ban {
+            net: net("203.0.113.128/25"),
+            expires_at_ns: u64::MAX,
+            origin: origin::CSCLI,
+        },
+    ];
+    let mut daemon = Daemon::adopting(&fake, TIMEOUT, &pinned);
+    assert!(daemon.pull().await.is_err(), "LAPI is down");
+    let active = |daemon: &Daemon| {
+        let mut snapshot = blocker::metrics::Snapshot::default();
+        daemon.enforcer.refresh(&mut snapshot).expect("refresh");
+        snapshot.active.values().sum::<u64>()
+    };
+    assert_eq!(active(&daemon), 2, "both pinned bans count");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.enforcer.expire();
+    assert_eq!(
+        active(&daemon),
+        1,
+        "the ban that lapsed in the kernel no longer counts (blocker_active_decisions)"
+    );
 }
