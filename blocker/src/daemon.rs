@@ -210,14 +210,15 @@ impl Enforcer {
         if applied.banned + applied.unbanned == 0 && now < self.next_lapse_ns {
             return;
         }
-        self.active = Snapshot::from_bans(Default::default(), self.sync.applied(), now).active;
-        self.next_lapse_ns = self
-            .sync
-            .applied()
-            .map(|ban| ban.expires_at_ns)
-            .filter(|&lapses| lapses > now)
-            .min()
-            .unwrap_or(u64::MAX);
+        // One walk: the count, and when the first ban it counts lapses.
+        let mut next_lapse = u64::MAX;
+        let bans = self.sync.applied().inspect(|ban| {
+            if ban.expires_at_ns > now {
+                next_lapse = next_lapse.min(ban.expires_at_ns);
+            }
+        });
+        self.active = Snapshot::from_bans(Default::default(), bans, now).active;
+        self.next_lapse_ns = next_lapse;
     }
 
     #[must_use]

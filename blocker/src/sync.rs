@@ -441,8 +441,7 @@ impl Sync {
     }
 
     /// Releases every decision whose `until` has passed; adds their slots to `touched`.
-    fn expire(&mut self, clock_now: u64, touched: &mut Vec<u32>) {
-        let now = clock_now;
+    fn expire(&mut self, now: u64, touched: &mut Vec<u32>) {
         while let Some(&Reverse(due)) = self.expiries.peek() {
             if due.until > now {
                 break;
