@@ -544,7 +544,8 @@ async fn adopted_bans_that_lapse_while_lapi_is_down_leave_the_active_count() {
     }
     let fake = Fake::seeded();
     fake.lapi.set_fault(Fault::Status(503));
-    let lapses = clock::now_ns() + 500_000_000;
+    // Far enough ahead to outlast loading the program beside the other tests.
+    let lapses = clock::now_ns() + 5_000_000_000;
     let pinned = [
         Ban {
             net: net("198.51.100.7/32"),
@@ -565,7 +566,12 @@ async fn adopted_bans_that_lapse_while_lapi_is_down_leave_the_active_count() {
         snapshot.active.values().sum::<u64>()
     };
     assert_eq!(active(&daemon), 2, "both pinned bans count");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Past it, and past the address table's rounding of it.
+    let rounded_up = lapses + (1 << blocker_common::table::EXPIRY_SHIFT);
+    tokio::time::sleep(Duration::from_nanos(
+        rounded_up.saturating_sub(clock::now_ns()),
+    ))
+    .await;
     daemon.enforcer.expire();
     assert_eq!(
         active(&daemon),
