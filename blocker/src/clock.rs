@@ -5,12 +5,24 @@
 //! at most a tick behind `CLOCK_MONOTONIC`, which is what is read here. It stands still during
 //! suspend, so a ban lasts that much longer on a machine that sleeps (mail servers don't).
 //! LAPI speaks wall-clock durations; these functions convert between the two.
+//!
+//! Inside a time namespace (`unshare --time`, a container restored by CRIU) this process's
+//! monotonic clock runs at an offset from the kernel's, which is the one the program reads;
+//! [`now_ns`] takes the offset back out, so bans end when LAPI says wherever the daemon runs.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::OnceLock,
+    time::{Duration, SystemTime},
+};
 
-/// `CLOCK_MONOTONIC` now, in nanoseconds: the program's clock.
+/// `CLOCK_MONOTONIC` now, in nanoseconds, as the kernel counts it: the program's clock.
 #[must_use]
 pub fn now_ns() -> u64 {
+    namespace_monotonic_ns().saturating_add_signed(-time_namespace_offset_ns())
+}
+
+/// This process's `CLOCK_MONOTONIC`, which a time namespace offsets.
+fn namespace_monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -24,6 +36,50 @@ pub fn now_ns() -> u64 {
     )]
     let (secs, nanos) = (ts.tv_sec as u64, ts.tv_nsec as u64);
     secs * 1_000_000_000 + nanos
+}
+
+/// How far this process's time namespace puts `CLOCK_MONOTONIC` ahead of the kernel's, read
+/// once from `/proc/self/timens_offsets` (0 where the kernel has no time namespaces).
+fn time_namespace_offset_ns() -> i64 {
+    static OFFSET: OnceLock<i64> = OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        const FILE: &str = "/proc/self/timens_offsets";
+        match std::fs::read_to_string(FILE) {
+            Ok(text) => monotonic_offset_ns(&text).unwrap_or_else(|| {
+                tracing::warn!(
+                    "{FILE} has no monotonic offset that reads as one ({text:?}); taking 0, so \
+                     inside a time namespace bans would end off by its offset"
+                );
+                0
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read {FILE} ({e}); taking 0, so inside a time namespace bans would \
+                     end off by its offset"
+                );
+                0
+            }
+        }
+    })
+}
+
+/// The monotonic offset in a `timens_offsets` text: lines `CLOCK SECONDS NANOSECONDS`, the clock
+/// named `monotonic` (or given as its id, 1). A text without the line means no offset.
+fn monotonic_offset_ns(text: &str) -> Option<i64> {
+    let Some(line) = text
+        .lines()
+        .find(|line| matches!(line.split_whitespace().next(), Some("monotonic" | "1")))
+    else {
+        return Some(0);
+    };
+    let mut fields = line.split_whitespace().skip(1);
+    let seconds: i64 = fields.next()?.parse().ok()?;
+    let nanos: i64 = fields.next()?.parse().ok()?;
+    if fields.next().is_some() {
+        return None;
+    }
+    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// The monotonic time at which a ban ending at wall-clock `until` ends, given the two clocks' readings
@@ -76,6 +132,21 @@ mod tests {
     fn a_ban_far_in_the_past_saturates_at_zero() {
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(expiry_ns(Some(SystemTime::UNIX_EPOCH), wall, 1), 0);
+    }
+
+    #[test]
+    fn a_time_namespace_offset_is_read_from_its_line() {
+        assert_eq!(
+            monotonic_offset_ns("monotonic      86400         5\nboottime 7 0\n"),
+            Some(86_400_000_000_005)
+        );
+        assert_eq!(
+            monotonic_offset_ns("boottime 0 0\n1 -2 0\n"),
+            Some(-2_000_000_000)
+        );
+        assert_eq!(monotonic_offset_ns("boottime 1 0\n"), Some(0));
+        assert_eq!(monotonic_offset_ns("monotonic x 0\n"), None);
+        assert_eq!(monotonic_offset_ns("monotonic 1 0 9\n"), None);
     }
 
     #[test]

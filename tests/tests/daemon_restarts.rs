@@ -3,7 +3,7 @@
 //! one with a new `max_addresses` (a new program, with new address tables, swapped into the
 //! pinned XDP link). Not one connection from the banned host is ever accepted, and a clean
 //! host connects throughout. Then `blocker detach` ends enforcement. Also exercises `status`,
-//! `check` and `list` on the pinned state.
+//! `check` and `list` on the pinned state, and a daemon in a time namespace.
 
 use std::{
     net::{IpAddr, SocketAddr, TcpStream},
@@ -208,4 +208,77 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     );
     drop(third);
     assert!(!config.pins.exists(), "detach removes the pins");
+}
+
+/// A daemon whose time namespace puts its monotonic clock a day ahead of the kernel's (as
+/// `unshare --time` or a container restored by CRIU does) still writes ban ends on the
+/// kernel's clock: `list` shows the end LAPI gave, and with the daemon killed the ban lapses
+/// in the kernel on time, not a day late.
+#[test]
+fn a_daemon_in_a_time_namespace_ends_bans_on_the_kernels_clock() {
+    const BAN: u64 = 15;
+    if !privileged("a_daemon_in_a_time_namespace_ends_bans_on_the_kernels_clock") {
+        return;
+    }
+    let lan = Lan::mail_scene();
+    let (mail, attacker, _) = lan.roles();
+    let lapi = mail.ns.run(Lapi::start);
+    let key = mail.ns.run(|| lapi.add_bouncer("blocker-timens"));
+    let _listeners = Listeners::start(mail, &[25]);
+    let config = TestConfig::new("timens", &lapi.url(), &key);
+    let mail_v4 = IpAddr::V4(mail.v4);
+
+    mail.ns
+        .run(|| lapi.add_decision_ip("203.0.113.66", &format!("{BAN}s"), "ban"));
+    let added = std::time::Instant::now();
+    let added_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let a_day_ahead = [
+        "unshare",
+        "--time",
+        "--monotonic",
+        "86400",
+        "--fork",
+        "--kill-child",
+        "--",
+    ];
+    let mut daemon = DaemonProcess::start(&mail.ns, &a_day_ahead, BLOCKER, &config);
+    wait_for(
+        "the ban taking effect",
+        Duration::from_secs(10),
+        || !connects(attacker, mail_v4, 25, Duration::from_millis(300)),
+        || config.log(),
+    );
+    let list = config.json(BLOCKER, &["list", "--json", "--v4"]);
+    let end = list[0]["expires_at"].as_u64().unwrap_or_else(|| {
+        panic!("list: {list}\n{}", config.log());
+    });
+    assert!(
+        end.abs_diff(added_unix + BAN) <= 2,
+        "the ban ends at {end}, LAPI said {} (the daemon is in a time namespace): {list}",
+        added_unix + BAN
+    );
+
+    daemon.signal(libc::SIGKILL);
+    assert!(
+        !connects(attacker, mail_v4, 25, Duration::from_millis(300)),
+        "the pinned ban holds with the daemon gone"
+    );
+    // The kernel rounds a single address's end up to 1.07 s, and reads a coarse clock.
+    wait_for(
+        "the ban lapsing in the kernel",
+        Duration::from_secs(BAN + 5).saturating_sub(added.elapsed()),
+        || connects(attacker, mail_v4, 25, Duration::from_millis(300)),
+        || config.log(),
+    );
+    println!(
+        "a ban of {BAN} s from a daemon a day ahead lapsed {:.1} s after it was added",
+        added.elapsed().as_secs_f64()
+    );
+    assert!(
+        added.elapsed() >= Duration::from_secs(BAN - 1),
+        "the ban lapsed early"
+    );
 }
