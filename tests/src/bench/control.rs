@@ -1,7 +1,6 @@
 //! Part 3: the control plane.
 //!
-//! Apply: a `startup=true` answer of N decisions (1 % ranges, IPv4 up to what 198.18.0.0/15
-//! allows, the rest IPv6), pulled and applied by `blocker::daemon::Enforcer` (what the daemon
+//! Apply: a `startup=true` answer of N decisions (1 % ranges, half IPv4, half IPv6), pulled and applied by `blocker::daemon::Enforcer` (what the daemon
 //! runs on every pull) in a fresh child process, so its peak RSS (`VmHWM`) is the daemon's work
 //! alone; the answer is served from this process by a minimal HTTP server on loopback. The
 //! child also reports the maps' kernel memory (`memlock` in `/proc/self/fdinfo`).
@@ -134,7 +133,7 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
 }
 
 fn apply(config: &Config, decisions: usize, log: &mut impl FnMut(&str)) -> ApplyResult {
-    let v4 = decisions.min(super::sets::V4_CAPACITY);
+    let v4 = decisions / 2;
     let set = BanSet::new(v4, decisions - v4, super::SEED);
     let body = set.stream_answer();
     let answer_bytes = body.len();

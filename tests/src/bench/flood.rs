@@ -5,7 +5,8 @@
 //! `XDP_TX`, which live-frames mode turns into a transmit out of the ingress interface named in
 //! the context, the sender veth, so the frames land in its peer's receive ring. Every source is
 //! banned: one entry is the range 198.18.0.0/16; 100k and 1M entries hold all of it as single
-//! addresses (plus the rest of the set), so sources are spread over 65,536 entries.
+//! addresses (plus the rest of the set, whose IPv4 part past 198.18.0.0/15 only ever sits in
+//! the maps and nftables' sets), so sources are spread over 65,536 entries.
 //!
 //! The generator is pinned to CPU 0 and the receiver veth's threaded NAPI to CPU 1, both
 //! `SCHED_FIFO` so that other work on the machine cannot take their CPU (real-time throttling

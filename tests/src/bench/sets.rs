@@ -1,13 +1,19 @@
 //! Synthetic ban sets, deterministic for a seed, made only of addresses that never leave the
-//! machine: IPv4 from `198.18.0.0/15` (the benchmarking range), IPv6 from `2001:db8::/32`.
+//! machine.
 //!
 //! Mostly single addresses, 1 % ranges, no two prefixes overlapping (so nftables can hold the
 //! very same prefixes in an interval set without merging them):
-//! - IPv4 singles: a permutation of `198.18.0.0/16`, so at most 65,536; IPv4 ranges: a random
-//!   partition of `198.19.0.0/16` into /16../24 prefixes, so at most 256. An IPv4 family is
-//!   therefore capped at [`V4_CAPACITY`] entries: the address rule allows no more.
+//! - IPv4 singles: a permutation of `198.18.0.0/16` (the benchmarking range), then, past its
+//!   65,536 addresses, a permutation of `240.0.0.0/8`; IPv4 ranges: a random partition of
+//!   `198.19.0.0/16` into /16../24 prefixes, then, past its 256 /24s, of `241.0.0.0/8`.
 //! - IPv6 singles: `2001:db8:100::/64` with scrambled interface ids; IPv6 ranges: a random
 //!   partition of `2001:db8:8000::/33` into /33../64 prefixes.
+//!
+//! Why `240.0.0.0/4`: a million IPv4 entries need more than the 131,072 addresses of
+//! `198.18.0.0/15`. The reserved range is no host's address anywhere, and it is only ever map
+//! (or nftables set) contents: every frame the benchmark makes or sends has a source in
+//! `198.18.0.0/15` or `2001:db8::/32` ([`FamilySet::on_wire`]), so a set of any size is
+//! looked up at entries placed among all the others.
 //!
 //! Clean sources (never banned): `203.0.113.10` and `2001:db8:25::10`.
 
@@ -19,12 +25,16 @@ use std::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand::{Rng, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
 
-/// Most IPv4 entries a set can hold: 65,536 singles and 256 ranges.
-pub const V4_CAPACITY: usize = V4_SINGLES + V4_RANGES;
-const V4_SINGLES: usize = 1 << 16;
-const V4_RANGES: usize = 256;
+/// IPv4 singles from the benchmarking range, which frames may carry: all of `198.18.0.0/16`.
+const V4_WIRE_SINGLES: usize = 1 << 16;
+/// IPv4 ranges from the benchmarking range: at most the 256 /24s of `198.19.0.0/16`.
+const V4_WIRE_RANGES: usize = 256;
 const V4_SINGLES_BASE: u32 = u32::from_be_bytes([198, 18, 0, 0]);
 const V4_RANGE_REGION: (u128, u8) = (u32::from_be_bytes([198, 19, 0, 0]) as u128, 16);
+/// The singles past the benchmarking range: `240.0.0.0/8` holds 2^24.
+const V4_MAP_SINGLES_BASE: u32 = u32::from_be_bytes([240, 0, 0, 0]);
+/// The ranges past the benchmarking range: up to 65,536 /24s.
+const V4_MAP_RANGE_REGION: (u128, u8) = (u32::from_be_bytes([241, 0, 0, 0]) as u128, 8);
 const V6_SINGLES_BASE: u128 = 0x2001_0db8_0100_0000_0000_0000_0000_0000;
 const V6_RANGE_REGION: (u128, u8) = (0x2001_0db8_8000_0000_0000_0000_0000_0000, 33);
 
@@ -83,41 +93,63 @@ pub struct FamilySet {
 
 impl FamilySet {
     fn new(family: Family, entries: usize, rng: &mut StdRng) -> FamilySet {
-        let (max_ranges, region) = match family {
-            Family::V4 => (V4_RANGES, V4_RANGE_REGION),
-            Family::V6 => (usize::MAX, V6_RANGE_REGION),
+        let range_count = entries / 100;
+        let single_count = entries - range_count;
+        let (mut singles, ranges) = match family {
+            Family::V4 => {
+                let wire_ranges = range_count.min(V4_WIRE_RANGES);
+                let mut ranges = partition(32, V4_RANGE_REGION, 16, 24, wire_ranges, rng);
+                ranges.extend(partition(
+                    32,
+                    V4_MAP_RANGE_REGION,
+                    16,
+                    24,
+                    range_count - wire_ranges,
+                    rng,
+                ));
+                assert!(
+                    single_count <= V4_WIRE_SINGLES + (1 << 24) && ranges.len() == range_count,
+                    "{entries} IPv4 entries: more than the bench's ranges hold"
+                );
+                // 40,503 and 10,368,889 are odd, so i -> i * k mod 2^n is a permutation.
+                let singles = (0..single_count as u128)
+                    .map(|i| {
+                        u128::from(if i < V4_WIRE_SINGLES as u128 {
+                            V4_SINGLES_BASE
+                                + u32::try_from(i * 40_503 % (1 << 16)).expect("below 2^16")
+                        } else {
+                            V4_MAP_SINGLES_BASE
+                                + u32::try_from(i * 10_368_889 % (1 << 24)).expect("below 2^24")
+                        })
+                    })
+                    .collect::<Vec<_>>();
+                (singles, ranges)
+            }
+            // Likewise for 2^64 and this odd constant: distinct, scattered interface ids.
+            Family::V6 => (
+                (0..single_count as u128)
+                    .map(|i| {
+                        V6_SINGLES_BASE
+                            | (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & u128::from(u64::MAX))
+                    })
+                    .collect(),
+                partition(128, V6_RANGE_REGION, 33, 64, range_count, rng),
+            ),
         };
-        let range_count = (entries / 100).min(max_ranges);
-        let single_count = match family {
-            Family::V4 => (entries - range_count).min(V4_SINGLES),
-            Family::V6 => entries - range_count,
-        };
-        let max_len = match family {
-            Family::V4 => 24,
-            Family::V6 => 64,
-        };
-        let singles = (0..single_count as u128)
-            .map(|i| match family {
-                // 40,503 is odd, so i -> i * 40,503 mod 2^16 is a permutation.
-                Family::V4 => u128::from(
-                    V4_SINGLES_BASE + u32::try_from(i * 40_503 % (1 << 16)).expect("below 2^16"),
-                ),
-                // Likewise for 2^64 and this odd constant: distinct, scattered interface ids.
-                Family::V6 => {
-                    V6_SINGLES_BASE | (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & u128::from(u64::MAX))
-                }
-            })
-            .collect();
-        let ranges = if range_count == 0 {
-            Vec::new()
-        } else {
-            partition(family.bits(), region, max_len, range_count, rng)
-        };
+        // Written in random order, so the singles frames carry are placed among the others
+        // (one written first finds its home bucket free).
+        singles.shuffle(rng);
         FamilySet {
             family,
             singles,
             ranges,
         }
+    }
+
+    /// Whether a frame may carry sources of the prefix at `addr`: IPv4 only from the
+    /// benchmarking range `198.18.0.0/15` (the rest is map contents alone).
+    fn on_wire(&self, addr: u128) -> bool {
+        self.family == Family::V6 || addr >> 17 == u128::from(V4_SINGLES_BASE >> 17)
     }
 
     #[must_use]
@@ -169,26 +201,31 @@ impl FamilySet {
     pub fn hot_source(&self) -> IpAddr {
         let first = self
             .singles
-            .first()
+            .iter()
             .copied()
-            .or_else(|| self.ranges.first().map(|r| r.0))
+            .chain(self.ranges.iter().map(|r| r.0))
+            .find(|&a| self.on_wire(a))
             .expect("a non-empty set");
         self.addr(first)
     }
 
-    /// Banned sources for `count` distinct entries (all of them if fewer), in random order: a
-    /// single's own address, or a random address inside a range.
+    /// Banned sources for `count` distinct entries that frames may carry (all of them if
+    /// fewer), in random order: a single's own address, or a random address inside a range.
     #[must_use]
     pub fn spread_sources(&self, count: usize, rng: &mut StdRng) -> Vec<IpAddr> {
         let bits = self.family.bits();
-        let picked = rand::seq::index::sample(rng, self.len(), count.min(self.len()));
+        let wire: Vec<Prefix> = self
+            .singles
+            .iter()
+            .map(|&a| (a, bits))
+            .chain(self.ranges.iter().copied())
+            .filter(|p| self.on_wire(p.0))
+            .collect();
+        let picked = rand::seq::index::sample(rng, wire.len(), count.min(wire.len()));
         picked
             .into_iter()
             .map(|i| {
-                if let Some(&addr) = self.singles.get(i) {
-                    return self.addr(addr);
-                }
-                let (net, len) = self.ranges[i - self.singles.len()];
+                let (net, len) = wire[i];
                 let host_bits = u32::from(bits - len);
                 let host = if host_bits == 0 {
                     0
@@ -201,10 +238,30 @@ impl FamilySet {
     }
 }
 
-/// `count` disjoint prefixes of lengths `region.1..=max_len` that together cover `region`: the
-/// region, split at random until there are `count` pieces (fewer if they are all `max_len`).
-fn partition(bits: u8, region: Prefix, max_len: u8, count: usize, rng: &mut StdRng) -> Vec<Prefix> {
-    let mut splittable = vec![region];
+/// `count` disjoint prefixes of lengths `min_len..=max_len` inside `region`: the region cut
+/// into its `min_len` prefixes, which are then split at random until there are `count`
+/// pieces (fewer if they are all `max_len`), or `count` of them picked at random if they are
+/// more.
+fn partition(
+    bits: u8,
+    region: Prefix,
+    min_len: u8,
+    max_len: u8,
+    count: usize,
+    rng: &mut StdRng,
+) -> Vec<Prefix> {
+    if count == 0 {
+        return Vec::new();
+    }
+    let (base, len) = region;
+    let mut splittable: Vec<Prefix> = (0..1u128 << (min_len - len))
+        .map(|i| (base | i << (bits - min_len), min_len))
+        .collect();
+    if splittable.len() >= count {
+        splittable.shuffle(rng);
+        splittable.truncate(count);
+        return splittable;
+    }
     let mut done = Vec::new();
     while !splittable.is_empty() && splittable.len() + done.len() < count {
         let (net, len) = splittable.swap_remove(rng.random_range(0..splittable.len()));
@@ -229,7 +286,7 @@ pub struct BanSet {
 }
 
 impl BanSet {
-    /// `v4` and `v6` entries (IPv4 capped at [`V4_CAPACITY`]), the same for the same `seed`.
+    /// `v4` and `v6` entries, the same for the same `seed`.
     #[must_use]
     pub fn new(v4: usize, v6: usize, seed: u64) -> BanSet {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -280,7 +337,7 @@ impl BanSet {
     /// Whether every address of 198.18.0.0/16, the flood generator's sources, is banned.
     #[must_use]
     pub fn bans_spray_range(&self) -> bool {
-        self.v4.singles() == V4_SINGLES
+        self.v4.singles() >= V4_WIRE_SINGLES
             || self.v4.ranges.contains(&(u128::from(V4_SINGLES_BASE), 16))
     }
 
@@ -316,38 +373,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sets_are_disjoint_documentation_prefixes() {
-        let set = BanSet::new(20_000, 20_000, 7);
-        assert_eq!(set.v4.len(), 20_000);
-        assert_eq!(set.v6.len(), 20_000);
+    fn sets_are_disjoint_and_frames_carry_only_test_sources() {
         let bench_v4: Ipv4Net = "198.18.0.0/15".parse().unwrap();
+        let reserved_v4: Ipv4Net = "240.0.0.0/4".parse().unwrap();
         let doc_v6: Ipv6Net = "2001:db8::/32".parse().unwrap();
-        let nets: Vec<IpNet> = set.nets().collect();
-        for net in &nets {
-            match net {
-                IpNet::V4(n) => assert!(
-                    bench_v4.contains(n) && (16..=32).contains(&n.prefix_len()),
-                    "{n}"
-                ),
-                IpNet::V6(n) => assert!(doc_v6.contains(n) && n.prefix_len() > 32, "{n}"),
+        for (entries, v4_seen_on_wire) in [(20_000, 20_000), (300_000, 65_536 + 256)] {
+            let set = BanSet::new(entries, 20_000, 7);
+            assert_eq!(set.v4.len(), entries);
+            assert_eq!(set.v6.len(), 20_000);
+            let nets: Vec<IpNet> = set.nets().collect();
+            for net in &nets {
+                match net {
+                    IpNet::V4(n) => assert!(
+                        (bench_v4.contains(n) || reserved_v4.contains(n))
+                            && (16..=32).contains(&n.prefix_len()),
+                        "{n}"
+                    ),
+                    IpNet::V6(n) => assert!(doc_v6.contains(n) && n.prefix_len() > 32, "{n}"),
+                }
+                assert!(
+                    !net.contains(&set.v4.family.clean_source())
+                        && !net.contains(&set.v6.family.clean_source())
+                );
             }
+            let mut sorted = nets.clone();
+            sorted.sort();
             assert!(
-                !net.contains(&set.v4.family.clean_source())
-                    && !net.contains(&set.v6.family.clean_source())
+                sorted.windows(2).all(|w| !w[0].contains(&w[1].network())),
+                "overlap"
             );
-        }
-        let mut sorted = nets.clone();
-        sorted.sort();
-        assert!(
-            sorted.windows(2).all(|w| !w[0].contains(&w[1].network())),
-            "overlap"
-        );
-        let mut rng = StdRng::seed_from_u64(1);
-        for src in set.v6.spread_sources(1000, &mut rng) {
-            assert!(nets.iter().any(|n| n.contains(&src)), "{src} not banned");
+            let mut rng = StdRng::seed_from_u64(1);
+            let v4 = set.v4.spread_sources(usize::MAX, &mut rng);
+            assert_eq!(v4.len(), v4_seen_on_wire);
+            for src in &v4 {
+                assert!(
+                    matches!(src, IpAddr::V4(a) if bench_v4.contains(a)),
+                    "{src} on the wire"
+                );
+            }
+            for src in v4
+                .iter()
+                .take(200)
+                .chain(&set.v6.spread_sources(200, &mut rng))
+            {
+                assert!(nets.iter().any(|n| n.contains(src)), "{src} not banned");
+                match src {
+                    IpAddr::V4(a) => assert!(bench_v4.contains(a), "{a} on the wire"),
+                    IpAddr::V6(a) => assert!(doc_v6.contains(a), "{a} on the wire"),
+                }
+            }
+            let IpAddr::V4(hot) = set.v4.hot_source() else {
+                panic!("an IPv4 source")
+            };
+            assert!(bench_v4.contains(&hot), "{hot}");
         }
         let big = BanSet::new(1_000_000, 10, 7);
-        assert_eq!(big.v4.len(), V4_CAPACITY);
+        assert_eq!(big.v4.len(), 1_000_000);
         assert!(big.bans_spray_range());
     }
 }
