@@ -6,8 +6,8 @@
 //! suspend, so a ban lasts that much longer on a machine that sleeps (mail servers don't).
 //! LAPI speaks wall-clock durations; these functions convert between the two.
 //!
-//! Inside a time namespace (`unshare --time`, a container restored by CRIU) this process's
-//! monotonic clock runs at an offset from the kernel's, which is the one the program reads;
+//! Inside a time namespace (`unshare --time --fork`, LXC's `lxc.time.offset.monotonic`) this
+//! process's monotonic clock runs at an offset from the kernel's, which the program reads;
 //! [`now_ns`] takes the offset back out, so bans end when LAPI says wherever the daemon runs.
 
 use std::{
@@ -39,29 +39,42 @@ fn namespace_monotonic_ns() -> u64 {
 }
 
 /// How far this process's time namespace puts `CLOCK_MONOTONIC` ahead of the kernel's, read
-/// once from `/proc/self/timens_offsets` (0 where the kernel has no time namespaces).
+/// once (a namespace's offsets are fixed once a process is in it).
 fn time_namespace_offset_ns() -> i64 {
     static OFFSET: OnceLock<i64> = OnceLock::new();
     *OFFSET.get_or_init(|| {
-        const FILE: &str = "/proc/self/timens_offsets";
-        match std::fs::read_to_string(FILE) {
-            Ok(text) => monotonic_offset_ns(&text).unwrap_or_else(|| {
-                tracing::warn!(
-                    "{FILE} has no monotonic offset that reads as one ({text:?}); taking 0, so \
-                     inside a time namespace bans would end off by its offset"
-                );
-                0
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => {
-                tracing::warn!(
-                    "cannot read {FILE} ({e}); taking 0, so inside a time namespace bans would \
-                     end off by its offset"
-                );
-                0
-            }
-        }
+        read_time_namespace_offset().unwrap_or_else(|why| {
+            tracing::warn!(
+                "{why}; taking 0, so inside a time namespace bans would end off by its offset"
+            );
+            0
+        })
     })
+}
+
+/// The monotonic offset from `/proc/self/timens_offsets` (0 where the kernel has no time
+/// namespaces). The file describes the namespace this process's children get
+/// (`time_for_children`), which is its own unless it unshared one without forking since.
+fn read_time_namespace_offset() -> Result<i64, String> {
+    const FILE: &str = "/proc/self/timens_offsets";
+    let text = match std::fs::read_to_string(FILE) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot read {FILE} ({e})")),
+    };
+    if let (Ok(own), Ok(children)) = (
+        std::fs::read_link("/proc/self/ns/time"),
+        std::fs::read_link("/proc/self/ns/time_for_children"),
+    ) && own != children
+    {
+        return Err(format!(
+            "{FILE} describes {}, not {} where this process runs",
+            children.display(),
+            own.display()
+        ));
+    }
+    monotonic_offset_ns(&text)
+        .ok_or_else(|| format!("{FILE} has no monotonic offset that reads as one ({text:?})"))
 }
 
 /// The monotonic offset in a `timens_offsets` text: lines `CLOCK SECONDS NANOSECONDS`, the clock

@@ -251,6 +251,18 @@ fn a_daemon_in_a_time_namespace_ends_bans_on_the_kernels_clock() {
         || !connects(attacker, mail_v4, 25, Duration::from_millis(300)),
         || config.log(),
     );
+    // The premise: blocker (unshare's child) runs a day ahead.
+    let unshare = daemon.pid();
+    let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+        .expect("unshare's children");
+    let offsets = std::fs::read_to_string(format!("/proc/{}/timens_offsets", children.trim()))
+        .expect("blocker's time namespace offsets");
+    assert!(
+        offsets
+            .lines()
+            .any(|l| l.split_whitespace().eq(["monotonic", "86400", "0"])),
+        "blocker runs a day ahead: {offsets}"
+    );
     let list = config.json(BLOCKER, &["list", "--json", "--v4"]);
     let end = list[0]["expires_at"].as_u64().unwrap_or_else(|| {
         panic!("list: {list}\n{}", config.log());

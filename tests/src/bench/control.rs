@@ -1,8 +1,8 @@
 //! Part 3: the control plane.
 //!
-//! Apply: a `startup=true` answer of N decisions (1 % ranges, half IPv4, half IPv6), pulled and applied by `blocker::daemon::Enforcer` (what the daemon
-//! runs on every pull) in a fresh child process, so its peak RSS (`VmHWM`) is the daemon's work
-//! alone; the answer is served from this process by a minimal HTTP server on loopback. The
+//! Apply: a `startup=true` answer of N decisions (1 % ranges, half IPv4, half IPv6), pulled
+//! and applied by `blocker::daemon::Enforcer` (what the daemon runs on every pull) in a fresh
+//! child process, so its peak RSS (`VmHWM`) is the daemon's work alone; the answer is served from this process by a minimal HTTP server on loopback. The
 //! child also reports the maps' kernel memory (`memlock` in `/proc/self/fdinfo`).
 //!
 //! Latency: a real LAPI and the daemon (1 s `update_frequency`) on a mail host, a client on the

@@ -90,7 +90,7 @@ pub enum Pattern {
 /// One measured case.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Row {
-    /// The size asked for (entries per family; IPv4 capped, see `sets.rs`).
+    /// The size asked for (entries per family).
     pub size: usize,
     pub family: Family,
     /// Entries the family's maps really held.

@@ -4,8 +4,8 @@
 //! Mostly single addresses, 1 % ranges, no two prefixes overlapping (so nftables can hold the
 //! very same prefixes in an interval set without merging them):
 //! - IPv4 singles: a permutation of `198.18.0.0/16` (the benchmarking range), then, past its
-//!   65,536 addresses, a permutation of `240.0.0.0/8`; IPv4 ranges: a random partition of
-//!   `198.19.0.0/16` into /16../24 prefixes, then, past its 256 /24s, of `241.0.0.0/8`.
+//!   65,536 addresses, a permutation of `240.0.0.0/8`; IPv4 ranges: disjoint /16../24 prefixes
+//!   of `198.19.0.0/16` (256 at most), then of `241.0.0.0/8` ([`partition`]).
 //! - IPv6 singles: `2001:db8:100::/64` with scrambled interface ids; IPv6 ranges: a random
 //!   partition of `2001:db8:8000::/33` into /33../64 prefixes.
 //!
@@ -257,7 +257,7 @@ fn partition(
     let mut splittable: Vec<Prefix> = (0..1u128 << (min_len - len))
         .map(|i| (base | i << (bits - min_len), min_len))
         .collect();
-    if splittable.len() >= count {
+    if splittable.len() >= count || min_len >= max_len {
         splittable.shuffle(rng);
         splittable.truncate(count);
         return splittable;
