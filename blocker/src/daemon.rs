@@ -158,7 +158,7 @@ impl Enforcer {
     /// One pull, applied. On error nothing in the maps changes.
     pub async fn pull(&mut self) -> Result<PullReport, LapiError> {
         let startup = self.resync;
-        let batch = match self.client.stream(startup, SystemTime::now()).await {
+        let batch = match self.client.stream(startup, SystemTime::now).await {
             Ok(batch) => batch,
             Err(e) => {
                 self.resync = true;

@@ -496,12 +496,19 @@ impl LapiClient {
     }
 
     /// Pulls the decisions stream: the full list with `startup`, else what changed since the
-    /// last pull. `now` is the time decision durations are counted from.
-    pub async fn stream(&self, startup: bool, now: SystemTime) -> Result<StreamBatch, LapiError> {
+    /// last pull. Decision durations are counted from `now()`, read when the answer's headers
+    /// are in: LAPI has counted them down by then, so a slow query (seconds, for a startup
+    /// answer of a big list) never ends a ban early.
+    pub async fn stream(
+        &self,
+        startup: bool,
+        now: impl FnOnce() -> SystemTime,
+    ) -> Result<StreamBatch, LapiError> {
         let stream_url = self.stream_url(startup);
         let mut response = self
             .send(self.request(Method::GET, stream_url.clone()), &stream_url)
             .await?;
+        let now = now();
         let url = || self.endpoint.to_string();
         let limit = self.max_body_bytes;
         let too_large = || LapiError::TooLarge { url: url(), limit };
@@ -842,7 +849,7 @@ mod tests {
         let mut settings = settings(&url);
         settings.timeout = Duration::from_secs(10);
         let err = client(&settings)
-            .stream(true, SystemTime::UNIX_EPOCH)
+            .stream(true, || SystemTime::UNIX_EPOCH)
             .await
             .unwrap_err();
         assert!(
@@ -859,6 +866,15 @@ mod tests {
         status: &'static str,
         body: String,
     ) -> (String, tokio::task::JoinHandle<String>) {
+        serve_after(Duration::ZERO, status, body).await
+    }
+
+    /// [`serve_once`], the answer sent `delay` after the request came in.
+    async fn serve_after(
+        delay: Duration,
+        status: &'static str,
+        body: String,
+    ) -> (String, tokio::task::JoinHandle<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -871,6 +887,7 @@ mod tests {
                 socket.read_exact(&mut byte).await.unwrap();
                 head.push(byte[0]);
             }
+            tokio::time::sleep(delay).await;
             let answer = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
                  content-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -889,7 +906,7 @@ mod tests {
             "value":"198.51.100.1","duration":"1h","scenario":"s"}],"deleted":null}"#;
         let (url, server) = serve_once("200 OK", body.to_owned()).await;
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let batch = client(&settings(&url)).stream(true, now).await.unwrap();
+        let batch = client(&settings(&url)).stream(true, || now).await.unwrap();
         assert_eq!(batch.new.len(), 1);
         assert_eq!(batch.new[0].until, now + Duration::from_hours(1));
         let head = server.await.unwrap().to_ascii_lowercase();
@@ -943,6 +960,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn durations_count_from_the_answer_not_the_request() {
+        let body = r#"{"new":[{"id":1,"origin":"cscli","type":"ban","scope":"Ip",
+            "value":"198.51.100.1","duration":"1h","scenario":"s"}],"deleted":null}"#;
+        let slow_query = Duration::from_millis(1_500);
+        let (url, _server) = serve_after(slow_query, "200 OK", body.to_owned()).await;
+        let asked = SystemTime::now();
+        let batch = client(&settings(&url))
+            .stream(true, SystemTime::now)
+            .await
+            .unwrap();
+        let early_by = (asked + slow_query + Duration::from_hours(1))
+            .duration_since(batch.new[0].until)
+            .unwrap_or_default();
+        assert_eq!(early_by, Duration::ZERO, "the ban would end early");
+    }
+
+    #[tokio::test]
     async fn error_status_quotes_the_body() {
         let (url, _server) = serve_once(
             "500 Internal Server Error",
@@ -950,7 +984,7 @@ mod tests {
         )
         .await;
         let err = client(&settings(&url))
-            .stream(false, SystemTime::now())
+            .stream(false, SystemTime::now)
             .await
             .unwrap_err();
         let LapiError::Status {
@@ -970,10 +1004,7 @@ mod tests {
         let (url, _server) = serve_once("200 OK", "x".repeat(2_000)).await;
         let mut s = settings(&url);
         s.max_body_bytes = 1_000;
-        let err = client(&s)
-            .stream(true, SystemTime::now())
-            .await
-            .unwrap_err();
+        let err = client(&s).stream(true, SystemTime::now).await.unwrap_err();
         assert!(
             matches!(err, LapiError::TooLarge { limit: 1_000, .. }),
             "{err:?}"
@@ -981,7 +1012,7 @@ mod tests {
 
         let (url, _server) = serve_once("200 OK", r#"{"new": ["#.to_owned()).await;
         let err = client(&settings(&url))
-            .stream(true, SystemTime::now())
+            .stream(true, SystemTime::now)
             .await
             .unwrap_err();
         assert!(matches!(err, LapiError::Decisions { .. }), "{err:?}");

@@ -129,7 +129,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 fn check_and_pull(client: &LapiClient) -> Result<StreamBatch, LapiError> {
     block_on(async {
         client.check().await?;
-        client.stream(true, SystemTime::now()).await
+        client.stream(true, SystemTime::now).await
     })
 }
 
@@ -224,7 +224,7 @@ fn client_certificate_pulls_cscli_decisions() {
         "LAPI registers a certificate bouncer itself, as <CN>@<IP>"
     );
     lapi.add_decision_ip("203.0.113.8", "4h", "ban");
-    let delta = block_on(client.stream(false, SystemTime::now())).expect("delta pull");
+    let delta = block_on(client.stream(false, SystemTime::now)).expect("delta pull");
     assert!(has(&delta, "203.0.113.8"), "{:?}", delta.new);
     eprintln!(
         "client cert OU={BOUNCER_OU} + ca_cert_path: HEAD 200, startup pull has {BANNED}, \
