@@ -512,15 +512,12 @@ impl From<Attached> for String {
 
 /// Fails unless `interface` exists (in this network namespace).
 fn check_interface(interface: &str) -> Result<(), DaemonError> {
-    let missing = || DaemonError::NoInterface {
-        interface: interface.into(),
-    };
-    let name = std::ffi::CString::new(interface).map_err(|_| missing())?;
-    // SAFETY: a valid C string.
-    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
-        return Err(missing());
+    match crate::loader::ifindex(interface) {
+        Some(_) => Ok(()),
+        None => Err(DaemonError::NoInterface {
+            interface: interface.into(),
+        }),
     }
-    Ok(())
 }
 
 fn attach(

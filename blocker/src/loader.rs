@@ -104,7 +104,13 @@ pub enum AttachError {
         #[source]
         source: LinkError,
     },
-    #[error("cannot remove the pinned XDP link {path}, left by an interface now gone")]
+    #[error("cannot read which interface the pinned XDP link {path} is on")]
+    LinkInterface {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot remove the pinned XDP link {path}, left on another interface or none")]
     StalePin {
         path: PathBuf,
         #[source]
@@ -366,44 +372,44 @@ pub fn attach_pinned(
     };
     let xdp = program(ebpf).map_err(|_| error(ProgramError::NotLoaded))?;
     if path.exists() {
-        let reuse = |source| AttachError::Reuse {
+        let linked = pinned_xdp_ifindex(&path).map_err(|source| AttachError::LinkInterface {
             path: path.clone(),
             source,
-        };
-        let link = FdLink::from(PinnedLink::from_pin(&path).map_err(reuse)?);
-        let link = XdpLink::try_from(link).map_err(reuse)?;
-        match xdp.attach_to_link(link) {
-            Ok(id) => {
-                // The program keeps the link's fd; closed here, the pin alone holds the link, so
-                // that `blocker detach` detaches at once, as after a first attach, even with us
-                // running.
-                if let Ok(link) = xdp.take_link(id) {
-                    // Taking the fd out of the wrapper, whose drop would detach (netlink link).
-                    let _closed = FdLink::try_from(link);
-                }
-                return Ok(Attached::Replaced);
-            }
-            // The kernel let the link go with its interface (deleted, and maybe made again
-            // since, as networkd does with VLANs and bonds): the pin is all that is left.
-            Err(ProgramError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
-            {
-                tracing::warn!(
-                    interface,
-                    "the pinned XDP link outlived its interface (deleted and made again?); attaching anew"
-                );
-                std::fs::remove_file(&path).map_err(|source| AttachError::StalePin {
+        })?;
+        if linked != 0 && Some(linked) == ifindex(interface) {
+            let reuse = |source| AttachError::Reuse {
+                path: path.clone(),
+                source,
+            };
+            let link = FdLink::from(PinnedLink::from_pin(&path).map_err(reuse)?);
+            let link = XdpLink::try_from(link).map_err(reuse)?;
+            let id = xdp
+                .attach_to_link(link)
+                .map_err(|source| AttachError::Replace {
                     path: path.clone(),
                     source,
                 })?;
+            // The program keeps the link's fd; closed here, the pin alone holds the link, so
+            // that `blocker detach` detaches at once, as after a first attach, even with us
+            // running.
+            if let Ok(link) = xdp.take_link(id) {
+                // Taking the fd out of the wrapper, whose drop would detach (netlink link).
+                let _closed = FdLink::try_from(link);
             }
-            Err(source) => {
-                return Err(AttachError::Replace {
-                    path: path.clone(),
-                    source,
-                });
-            }
+            return Ok(Attached::Replaced);
         }
+        // The name is another interface's now: the kernel let the link go with the one it was
+        // on (deleted, and maybe made again since, as networkd does with VLANs and bonds), or
+        // that one was renamed and this name given to another. Removing the pin detaches it
+        // from wherever it still is.
+        tracing::warn!(
+            interface,
+            "the pinned XDP link is not on this interface (deleted and made again, or renamed?); attaching anew"
+        );
+        std::fs::remove_file(&path).map_err(|source| AttachError::StalePin {
+            path: path.clone(),
+            source,
+        })?;
     }
     let id = xdp.attach(interface, xdp_mode(mode)).map_err(error)?;
     let pin_error = |source: Box<dyn std::error::Error + Send + Sync>| AttachError::Pin {
@@ -414,6 +420,101 @@ pub fn attach_pinned(
     let link = FdLink::try_from(link).map_err(|e| pin_error(e.into()))?;
     link.pin(&path).map_err(|e| pin_error(e.into()))?;
     Ok(Attached::New(mode))
+}
+
+/// The index of `interface` in this network namespace, if it exists.
+#[must_use]
+pub fn ifindex(interface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(interface).ok()?;
+    // SAFETY: a valid C string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// The index of the interface the XDP link pinned at `pin` is on: 0 once the kernel has let
+/// the link go with its interface. From `BPF_OBJ_GET_INFO_BY_FD`, which aya's `LinkInfo` reads
+/// but does not hand out.
+fn pinned_xdp_ifindex(pin: &Path) -> std::io::Result<u32> {
+    use std::os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+    // The members of `union bpf_attr` these two commands read.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        pad: u32,
+    }
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // `struct bpf_link_info`: the XDP member of its union is the interface index; the rest
+    // stays zero, as the kernel requires of a buffer longer than it knows.
+    #[repr(C)]
+    struct LinkInfo {
+        kind: u32,
+        id: u32,
+        prog_id: u32,
+        pad: u32,
+        xdp_ifindex: u32,
+        rest: [u32; 27],
+    }
+    let bpf = |cmd: libc::c_long, attr: *const u8, size: usize| {
+        // SAFETY: `attr` points to `size` readable bytes laid out as `union bpf_attr` for
+        // `cmd`; the kernel writes only through the pointers inside it, into live buffers.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    };
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes())?;
+    let get = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        pad: 0,
+    };
+    let fd = bpf(BPF_OBJ_GET, (&raw const get).cast(), size_of::<ObjGet>())?;
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("BPF_OBJ_GET: not an fd"))?;
+    // SAFETY: the kernel just opened it for us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut info = LinkInfo {
+        kind: 0,
+        id: 0,
+        prog_id: 0,
+        pad: 0,
+        xdp_ifindex: 0,
+        rest: [0; 27],
+    };
+    let get_info = InfoByFd {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).map_err(std::io::Error::other)?,
+        info_len: u32::try_from(size_of::<LinkInfo>()).map_err(std::io::Error::other)?,
+        info: (&raw mut info) as u64,
+    };
+    bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        (&raw const get_info).cast(),
+        size_of::<InfoByFd>(),
+    )?;
+    if info.kind != BPF_LINK_TYPE_XDP {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a link of type {}, not XDP", info.kind),
+        ));
+    }
+    Ok(info.xdp_ifindex)
 }
 
 /// What a daemon pinned in its folder.

@@ -155,8 +155,13 @@ impl Lan {
     /// Deletes host `i`'s `eth0` and makes it again, addresses and all (as networkd does
     /// with a VLAN or a bond it rebuilds): a new interface of the same name.
     pub fn rewire(&self, i: usize) {
-        let host = &self.hosts[i];
         ip(&["-n", &self.switch.name, "link", "del", &format!("p{i}")]);
+        self.wire_again(i);
+    }
+
+    /// Gives host `i` an `eth0` on the switch, with its addresses.
+    fn wire_again(&self, i: usize) {
+        let host = &self.hosts[i];
         wire(
             &self.switch,
             &host.ns,
@@ -164,6 +169,25 @@ impl Lan {
             &host.v4.to_string(),
             &host.v6.to_string(),
         );
+    }
+
+    /// Renames host `i`'s `eth0` to `old0`, down and without its addresses, and gives the host
+    /// a new `eth0` with them (as a NIC renamed by udev while another takes its name): the
+    /// name now belongs to another interface.
+    pub fn rename_and_rewire(&self, i: usize) {
+        let rename = |ns: &str, from: &str, to: &str| {
+            ip(&["-n", ns, "link", "set", from, "down"]);
+            ip(&["-n", ns, "link", "set", from, "name", to]);
+        };
+        let host = &self.hosts[i].ns.name;
+        rename(host, "eth0", "old0");
+        ip(&["-n", host, "addr", "flush", "dev", "old0"]);
+        rename(&self.switch.name, &format!("p{i}"), &format!("o{i}"));
+        self.wire_again(i);
+        // The others would still send to the host's addresses at old0's MAC.
+        for other in &self.hosts {
+            ip(&["-n", &other.ns.name, "neigh", "flush", "all"]);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! End to end across network namespaces: a mail host with listeners on 25, 993 and an
 //! unprotected port, the program on its NIC, a banned and a clean client, IPv4 and IPv6. And a
-//! NIC deleted and made again under a pinned link: the next start attaches anew.
+//! NIC deleted and made again, or renamed while another takes its name, under a pinned link:
+//! the next start attaches anew to the interface that has the name.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -101,15 +102,14 @@ fn generic_xdp() {
     }
 }
 
-#[test]
-fn an_interface_made_again_gets_the_program_at_the_next_start() {
-    if !privileged("an_interface_made_again_gets_the_program_at_the_next_start") {
-        return;
-    }
+/// A daemon attaches to the mail host's `eth0` and pins the link; `change` then gives the
+/// name `eth0` to another interface. The next start must not fail on the pin, must enforce on
+/// the interface now called `eth0`, and must leave none of blocker on any other.
+fn the_next_start_enforces_on_the_new_eth0(name: &str, change: impl FnOnce(&Lan)) {
     let lan = Lan::mail_scene();
     let (mail, attacker, client) = lan.roles();
     let dir = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/blocker-test-relink-{}",
+        "/sys/fs/bpf/blocker-test-{name}-{}",
         std::process::id()
     ));
     let load = || {
@@ -139,25 +139,52 @@ fn an_interface_made_again_gets_the_program_at_the_next_start() {
     );
     drop(first);
 
-    // The mail host's NIC is deleted and made again: the kernel lets the link go, its pin
-    // stays. A new daemon must not fail on it, and must enforce on the new NIC.
-    lan.rewire(0);
+    change(&lan);
     let mut second = load();
     let attached = second.attach_pinned(&mail.ns, &dir, "eth0", AttachMode::Native);
     assert!(
         matches!(attached, Ok(Attached::New(AttachMode::Native))),
-        "a stale link pin is replaced: {attached:?}"
+        "{name}: the link pin of the old interface is replaced: {attached:?}"
     );
     let _listeners = Listeners::start(mail, &[25]);
     let to = IpAddr::V4(mail.v4);
     assert!(
         !connects(attacker, to, 25, TIMEOUT),
-        "the banned host is refused again"
+        "{name}: the banned host is refused again"
     );
-    assert!(connects(client, to, 25, TIMEOUT), "the clean host connects");
+    assert!(
+        connects(client, to, 25, TIMEOUT),
+        "{name}: the clean host connects"
+    );
+    let links = std::process::Command::new("ip")
+        .args(["-n", &mail.ns.name, "-d", "link", "show"])
+        .output()
+        .expect("ip link show");
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert_eq!(
+        links.matches("prog/xdp").count(),
+        1,
+        "{name}: blocker is on eth0 alone:\n{links}"
+    );
     drop(second);
     loader::detach(&dir).expect("remove the pins");
-    println!(
-        "interface made again: the stale link pin was replaced and the ban enforced on the new NIC"
-    );
+    println!("{name}: the stale link pin was replaced and the ban enforced on the new eth0 alone");
+}
+
+/// The NIC is deleted and made again (networkd rebuilding a VLAN or a bond): the kernel lets
+/// the link go, its pin stays.
+#[test]
+fn an_interface_made_again_gets_the_program_at_the_next_start() {
+    if privileged("an_interface_made_again_gets_the_program_at_the_next_start") {
+        the_next_start_enforces_on_the_new_eth0("made-again", |lan| lan.rewire(0));
+    }
+}
+
+/// The NIC is renamed and another takes its name (udev after a driver reorder): the link is
+/// still on the renamed one, which the config no longer names.
+#[test]
+fn a_renamed_interface_loses_the_program_to_the_one_now_named_so() {
+    if privileged("a_renamed_interface_loses_the_program_to_the_one_now_named_so") {
+        the_next_start_enforces_on_the_new_eth0("renamed", |lan| lan.rename_and_rewire(0));
+    }
 }
