@@ -98,12 +98,6 @@ pub enum DaemonError {
     Lapi(#[source] LapiError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cannot read or change the pins in {dir}")]
-    Pins {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// The decisions half of the daemon: pulls from LAPI and keeps the maps in step. After a
@@ -416,6 +410,20 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
         started_at: unix_seconds(SystemTime::now()),
         ..DaemonState::default()
     };
+    // A link left on an interface the config no longer names would go on enforcing there.
+    for change in loader::reconcile_links(&settings.pin_dir, &settings.interfaces)? {
+        match change {
+            loader::LinkChange::Renamed { from, to } => tracing::warn!(
+                from,
+                to,
+                "the pinned XDP link's interface was renamed to a configured name: kept"
+            ),
+            loader::LinkChange::Dropped { interface } => tracing::warn!(
+                interface,
+                "detached from an interface no longer in the config (or gone)"
+            ),
+        }
+    }
     for interface in &settings.interfaces {
         let how = attach(&mut ebpf, &settings.pin_dir, interface, settings.xdp_mode)?;
         state.interfaces.push((interface.clone(), how.into()));
@@ -425,23 +433,6 @@ fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonSt
         // Addresses that had overflowed are in the new tables too now: their trie copies,
         // which the old program needed until the swap, can go.
         maps.drop_stale_overflow()?;
-    }
-    // A link pinned for an interface the config no longer lists would go on enforcing there.
-    let pins = loader::pins(&settings.pin_dir).map_err(|source| DaemonError::Pins {
-        dir: settings.pin_dir.clone(),
-        source,
-    })?;
-    for (interface, pin) in pins.links {
-        if !settings.interfaces.contains(&interface) {
-            std::fs::remove_file(&pin).map_err(|source| DaemonError::Pins {
-                dir: pin.clone(),
-                source,
-            })?;
-            tracing::info!(
-                interface,
-                "detached from an interface no longer in the config"
-            );
-        }
     }
     state.save(&settings.state_file);
     Ok((ebpf, maps, state))

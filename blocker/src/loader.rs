@@ -110,6 +110,19 @@ pub enum AttachError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot list the pinned XDP links in {dir}")]
+    ListPins {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot move the pinned XDP link {from} to {to}, after its interface's new name")]
+    MovePin {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot remove the pinned XDP link {path}, left on another interface or none")]
     StalePin {
         path: PathBuf,
@@ -327,10 +340,11 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
         .map_err(|_| LoadError::NoProgram)
 }
 
-/// Where the link of `interface` is pinned.
+/// Where the link of `interface` is pinned. bpffs refuses names with a dot, which VLANs have
+/// (`eth0.100`); a pin name has `:` for it, which no interface name has.
 #[must_use]
 pub fn link_pin(dir: &Path, interface: &str) -> PathBuf {
-    dir.join(format!("link-{interface}"))
+    dir.join(format!("link-{}", interface.replace('.', ":")))
 }
 
 fn xdp_mode(mode: AttachMode) -> XdpMode {
@@ -422,6 +436,84 @@ pub fn attach_pinned(
     Ok(Attached::New(mode))
 }
 
+/// What [`reconcile_links`] did to a pinned link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Its interface was renamed to `to`, a configured name: the pin follows it.
+    Renamed { from: String, to: String },
+    /// It was on no configured interface (or on none any more): unpinned, so detached.
+    Dropped { interface: String },
+}
+
+/// Makes the links pinned in `dir` agree with `interfaces` (in this network namespace),
+/// before they are attached: a link stays pinned under the name of the configured interface
+/// it is on, its pin renamed if that interface was; a link on no configured interface (an
+/// interface dropped from the config, or deleted) is unpinned, which detaches it. Where two
+/// configured names were swapped, one link is dropped and attached anew.
+pub fn reconcile_links(dir: &Path, interfaces: &[String]) -> Result<Vec<LinkChange>, AttachError> {
+    let links = match pins(dir) {
+        Ok(pins) => pins.links,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(AttachError::ListPins {
+                dir: dir.into(),
+                source,
+            });
+        }
+    };
+    let configured: Vec<(u32, &str)> = interfaces
+        .iter()
+        .filter_map(|name| Some((ifindex(name)?, name.as_str())))
+        .collect();
+    let mut on = Vec::new();
+    for (name, path) in links {
+        let index = pinned_xdp_ifindex(&path).map_err(|source| AttachError::LinkInterface {
+            path: path.clone(),
+            source,
+        })?;
+        let wanted = configured
+            .iter()
+            .find(|(configured, _)| *configured == index)
+            .map(|(_, name)| *name);
+        on.push((name, path, wanted));
+    }
+    let unpin = |name: &str, path: &Path| {
+        std::fs::remove_file(path).map_err(|source| AttachError::StalePin {
+            path: path.into(),
+            source,
+        })?;
+        Ok::<_, AttachError>(LinkChange::Dropped {
+            interface: name.into(),
+        })
+    };
+    let mut changes = Vec::new();
+    // Drops first, so that a renamed interface's pin finds its new name free.
+    for (name, path, _) in on.iter().filter(|(_, _, wanted)| wanted.is_none()) {
+        changes.push(unpin(name, path)?);
+    }
+    for (name, path, wanted) in &on {
+        let Some(wanted) = *wanted else { continue };
+        if wanted == name {
+            continue;
+        }
+        let to = link_pin(dir, wanted);
+        if to.exists() {
+            changes.push(unpin(name, path)?);
+            continue;
+        }
+        std::fs::rename(path, &to).map_err(|source| AttachError::MovePin {
+            from: path.clone(),
+            to: to.clone(),
+            source,
+        })?;
+        changes.push(LinkChange::Renamed {
+            from: name.clone(),
+            to: wanted.into(),
+        });
+    }
+    Ok(changes)
+}
+
 /// The index of `interface` in this network namespace, if it exists.
 #[must_use]
 pub fn ifindex(interface: &str) -> Option<u32> {
@@ -469,8 +561,8 @@ fn pinned_xdp_ifindex(pin: &Path) -> std::io::Result<u32> {
         rest: [u32; 27],
     }
     let bpf = |cmd: libc::c_long, attr: *const u8, size: usize| {
-        // SAFETY: `attr` points to `size` readable bytes laid out as `union bpf_attr` for
-        // `cmd`; the kernel writes only through the pointers inside it, into live buffers.
+        // SAFETY: `attr` points to `size` bytes laid out as `union bpf_attr` for `cmd`, writable
+        // where the command writes back; the pointers inside it point to live buffers.
         let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
         if rc < 0 {
             Err(std::io::Error::last_os_error())
@@ -498,14 +590,15 @@ fn pinned_xdp_ifindex(pin: &Path) -> std::io::Result<u32> {
         xdp_ifindex: 0,
         rest: [0; 27],
     };
-    let get_info = InfoByFd {
+    // The kernel writes `info_len` back.
+    let mut get_info = InfoByFd {
         bpf_fd: u32::try_from(fd.as_raw_fd()).map_err(std::io::Error::other)?,
         info_len: u32::try_from(size_of::<LinkInfo>()).map_err(std::io::Error::other)?,
         info: (&raw mut info) as u64,
     };
     bpf(
         BPF_OBJ_GET_INFO_BY_FD,
-        (&raw const get_info).cast(),
+        (&raw mut get_info).cast_const().cast(),
         size_of::<InfoByFd>(),
     )?;
     if info.kind != BPF_LINK_TYPE_XDP {
@@ -534,7 +627,7 @@ pub fn pins(dir: &Path) -> std::io::Result<Pins> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if let Some(interface) = name.strip_prefix("link-") {
-            links.push((interface.to_owned(), path));
+            links.push((interface.replace(':', "."), path));
         } else if map::ALL.contains(&name.strip_suffix(BESIDE).unwrap_or(&name)) {
             maps.push(path);
         }

@@ -6,13 +6,13 @@
 use std::{net::IpAddr, time::Duration};
 
 use blocker::{
-    loader::{self, AttachMode, Attached, Capacity, Loaded},
+    loader::{self, AttachMode, Attached, Capacity, LinkChange, Loaded},
     maps::KernelMaps,
 };
 use blocker_common::{family, origin};
 use blocker_tests::{
     kernel::Program,
-    netns::{Lan, Listeners, connects},
+    netns::{Lan, Listeners, Netns, connects},
     privileged,
     reference::{Ban, World},
 };
@@ -102,6 +102,18 @@ fn generic_xdp() {
     }
 }
 
+/// blocker loaded on the maps pinned in `dir` (made there if none), port 25 protected.
+fn load_pinned(dir: &std::path::Path) -> Program {
+    let Loaded::Pinned(mut ebpf) = loader::load_pinned(dir, Capacity::default()).expect("load")
+    else {
+        panic!("same size: no resize")
+    };
+    let maps = KernelMaps::take(&mut ebpf).expect("maps");
+    let mut program = Program::new(ebpf, maps);
+    program.maps.set_ports(&[25]).expect("ports");
+    program
+}
+
 /// A daemon attaches to the mail host's `eth0` and pins the link; `change` then gives the
 /// name `eth0` to another interface. The next start must not fail on the pin, must enforce on
 /// the interface now called `eth0`, and must leave none of blocker on any other.
@@ -112,17 +124,7 @@ fn the_next_start_enforces_on_the_new_eth0(name: &str, change: impl FnOnce(&Lan)
         "/sys/fs/bpf/blocker-test-{name}-{}",
         std::process::id()
     ));
-    let load = || {
-        let Loaded::Pinned(mut ebpf) =
-            loader::load_pinned(&dir, Capacity::default()).expect("load")
-        else {
-            panic!("same size: no resize")
-        };
-        let maps = KernelMaps::take(&mut ebpf).expect("maps");
-        let mut program = Program::new(ebpf, maps);
-        program.maps.set_ports(&[25]).expect("ports");
-        program
-    };
+    let load = || load_pinned(&dir);
     let mut first = load();
     first
         .maps
@@ -187,4 +189,123 @@ fn a_renamed_interface_loses_the_program_to_the_one_now_named_so() {
     if privileged("a_renamed_interface_loses_the_program_to_the_one_now_named_so") {
         the_next_start_enforces_on_the_new_eth0("renamed", |lan| lan.rename_and_rewire(0));
     }
+}
+
+/// The interfaces of `ns` that have an XDP program, each once per program.
+fn with_xdp(ns: &Netns) -> Vec<String> {
+    let links = ns.exec("ip", &["-d", "-o", "link", "show"]);
+    let mut names: Vec<String> = links
+        .lines()
+        .flat_map(|line| {
+            let name = line.split(": ").nth(1).unwrap_or_default();
+            let name = name.split('@').next().unwrap_or_default().to_owned();
+            std::iter::repeat_n(name, line.matches("prog/xdp").count())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Pins follow their interfaces: a VLAN-style name with a dot (which bpffs refuses in a pin
+/// name), two configured interfaces whose names are swapped, one renamed with the config, one
+/// dropped from it. Each time, every configured interface ends with exactly one program and
+/// no other interface keeps one.
+#[test]
+fn link_pins_follow_dotted_swapped_renamed_and_dropped_interfaces() {
+    if !privileged("link_pins_follow_dotted_swapped_renamed_and_dropped_interfaces") {
+        return;
+    }
+    let lan = Lan::mail_scene();
+    let ns = &lan.roles().0.ns;
+    let ip_in = |args: &[&str]| {
+        let _ = ns.exec("ip", args);
+    };
+    for (name, peer) in [("v.100", "w.100"), ("a0", "b0")] {
+        ip_in(&["link", "add", name, "type", "veth", "peer", "name", peer]);
+        ip_in(&["link", "set", name, "up"]);
+        ip_in(&["link", "set", peer, "up"]);
+    }
+    let rename = |from: &str, to: &str| {
+        ip_in(&["link", "set", from, "down"]);
+        ip_in(&["link", "set", from, "name", to]);
+        ip_in(&["link", "set", to, "up"]);
+    };
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/blocker-test-follow-{}",
+        std::process::id()
+    ));
+    // As the daemon does at each start: reconcile the pins, then attach every interface.
+    let start = |interfaces: &[&str]| {
+        let mut program = load_pinned(&dir);
+        let names: Vec<String> = interfaces.iter().map(|&i| i.to_owned()).collect();
+        let changes = ns
+            .run(|| loader::reconcile_links(&dir, &names))
+            .expect("reconcile the link pins");
+        let attached: Vec<Attached> = interfaces
+            .iter()
+            .map(|i| {
+                program
+                    .attach_pinned(ns, &dir, i, AttachMode::Native)
+                    .unwrap_or_else(|e| panic!("attach {i}: {}", blocker::error_chain(&e)))
+            })
+            .collect();
+        let mut pinned: Vec<String> = loader::pins(&dir)
+            .expect("pins")
+            .links
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        pinned.sort();
+        let mut wanted = names.clone();
+        wanted.sort();
+        assert_eq!(pinned, wanted, "one pin per configured interface");
+        assert_eq!(with_xdp(ns), wanted, "one program per configured interface");
+        (changes, attached)
+    };
+    let (_, attached) = start(&["v.100", "a0"]);
+    assert_eq!(attached, [Attached::New(AttachMode::Native); 2]);
+    assert!(
+        std::fs::read_dir(&dir)
+            .expect("pin dir")
+            .any(|e| e.expect("entry").file_name() == "link-v:100"),
+        "the dotted name is pinned with ':'"
+    );
+
+    rename("v.100", "tmp0");
+    rename("a0", "v.100");
+    rename("tmp0", "a0");
+    let (changes, attached) = start(&["v.100", "a0"]);
+    println!("names swapped: {changes:?}, {attached:?}");
+    assert!(
+        changes.contains(&LinkChange::Renamed {
+            from: "v.100".into(),
+            to: "a0".into()
+        }),
+        "{changes:?}"
+    );
+
+    rename("a0", "m0");
+    let (changes, attached) = start(&["v.100", "m0"]);
+    assert_eq!(
+        changes,
+        [LinkChange::Renamed {
+            from: "a0".into(),
+            to: "m0".into()
+        }]
+    );
+    assert_eq!(
+        attached,
+        [Attached::Replaced; 2],
+        "renamed with the config: the program is swapped in, no gap"
+    );
+
+    let (changes, _) = start(&["m0"]);
+    assert_eq!(
+        changes,
+        [LinkChange::Dropped {
+            interface: "v.100".into()
+        }]
+    );
+    loader::detach(&dir).expect("remove the pins");
+    assert!(with_xdp(ns).is_empty(), "detach leaves no program");
 }
