@@ -405,13 +405,18 @@ impl LapiClient {
         &self.endpoint
     }
 
-    /// The stream URL with its query: `startup`, then the filters that are set.
+    /// The stream URL with its query: `startup`, `dedup=false`, then the filters that are set.
+    ///
+    /// `dedup=false`: by default LAPI answers only the longest decision on each value, and
+    /// then says nothing when that one is deleted while a shorter one lasts, so the value would
+    /// stay banned until the longer one's end. Every decision, tracked by id, ends when it does.
     #[must_use]
     pub fn stream_url(&self, startup: bool) -> Url {
         let mut url = self.endpoint.clone();
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("startup", if startup { "true" } else { "false" });
+            query.append_pair("dedup", "false");
             for (name, value) in &self.filters {
                 query.append_pair(name, value);
             }
@@ -698,11 +703,11 @@ mod tests {
         let c = client(&settings("http://127.0.0.1:8080"));
         assert_eq!(
             c.stream_url(true).as_str(),
-            "http://127.0.0.1:8080/v1/decisions/stream?startup=true&scopes=ip%2Crange"
+            "http://127.0.0.1:8080/v1/decisions/stream?startup=true&dedup=false&scopes=ip%2Crange"
         );
         assert_eq!(
             c.stream_url(false).as_str(),
-            "http://127.0.0.1:8080/v1/decisions/stream?startup=false&scopes=ip%2Crange"
+            "http://127.0.0.1:8080/v1/decisions/stream?startup=false&dedup=false&scopes=ip%2Crange"
         );
     }
 
@@ -730,6 +735,7 @@ mod tests {
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         let want = [
             ("startup", "false"),
+            ("dedup", "false"),
             ("scopes", "ip,range"),
             ("origins", "crowdsec,lists:firehol"),
             ("scenarios_containing", "ssh,smtp"),
@@ -742,7 +748,7 @@ mod tests {
         assert_eq!(
             url.query(),
             Some(
-                "startup=false&scopes=ip%2Crange&origins=crowdsec%2Clists%3Afirehol\
+                "startup=false&dedup=false&scopes=ip%2Crange&origins=crowdsec%2Clists%3Afirehol\
                  &scenarios_containing=ssh%2Csmtp&scenarios_not_containing=http+probing"
             )
         );
@@ -752,7 +758,7 @@ mod tests {
     fn empty_scopes_are_not_sent() {
         let mut s = settings("http://127.0.0.1:8080/");
         s.scopes.clear();
-        assert_eq!(client(&s).stream_url(true).query(), Some("startup=true"));
+        assert_eq!(client(&s).stream_url(true).query(), Some("startup=true&dedup=false"));
     }
 
     #[test]
@@ -912,7 +918,7 @@ mod tests {
         let head = server.await.unwrap().to_ascii_lowercase();
         assert!(
             head.starts_with(
-                "get /v1/decisions/stream?startup=true&scopes=ip%2crange http/1.1\r\n"
+                "get /v1/decisions/stream?startup=true&dedup=false&scopes=ip%2crange http/1.1\r\n"
             ),
             "{head}"
         );

@@ -208,3 +208,66 @@ fn enforcement_survives_a_lapi_restart() {
         "the ban from before the restart still holds"
     );
 }
+
+/// Two decisions on one address, 4 h and 1 h: deleting the longer one by id leaves the shorter
+/// in force, ending when it does; deleting that one too lifts the ban. (By default LAPI
+/// answers only the longest decision on a value, and says nothing when it is deleted while a
+/// shorter one lasts: the address stayed banned for the 4 h.)
+#[test]
+fn deleting_one_of_two_decisions_on_an_address_leaves_the_other() {
+    if !privileged("deleting_one_of_two_decisions_on_an_address_leaves_the_other") {
+        return;
+    }
+    let lan = Lan::mail_scene();
+    let (mail, attacker, _) = lan.roles();
+    let v4 = IpAddr::V4(mail.v4);
+    let lapi = mail.ns.run(Lapi::start);
+    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let _listeners = Listeners::start(mail, &[25, 993, 8080]);
+    let settings = daemon::settings(&lapi.url(), &key);
+    let pins = settings.pin_dir.clone();
+    let _daemon = Daemon::start(&mail.ns, settings);
+
+    mail.ns.run(|| {
+        lapi.add_decision_ip("203.0.113.66", "4h", "ban");
+        lapi.add_decision_ip("203.0.113.66", "1h", "ban");
+    });
+    blocked("two bans on one address", attacker, v4);
+    // A fresh database numbers the decisions as they come: 1 is the 4 h one.
+    let (long, short) = ("1", "2");
+    let ends_in = || {
+        let bans = blocker::maps::KernelMaps::from_pins(&pins)
+            .and_then(|maps| maps.bans())
+            .expect("read the pinned bans");
+        let ban = bans
+            .iter()
+            .find(|b| b.net == "203.0.113.66/32".parse().expect("a prefix"))
+            .expect("the address is banned");
+        Duration::from_nanos(ban.expires_at_ns.saturating_sub(blocker::clock::now_ns()))
+    };
+    assert!(ends_in() > Duration::from_hours(3), "{:?}", ends_in());
+
+    mail.ns
+        .run(|| lapi.cscli(&["decisions", "delete", "--id", long]));
+    let start = Instant::now();
+    while ends_in() > Duration::from_hours(1) {
+        assert!(
+            start.elapsed() < WITHIN,
+            "after the 4 h decision's deletion the ban still ends in {:?}",
+            ends_in()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !connects(attacker, v4, 25, PROBE),
+        "the 1 h decision still bans"
+    );
+    println!(
+        "the 4 h decision deleted: the ban now ends with the 1 h one, in {:?}",
+        ends_in()
+    );
+
+    mail.ns
+        .run(|| lapi.cscli(&["decisions", "delete", "--id", short]));
+    reachable("both decisions deleted", attacker, v4);
+}
