@@ -165,14 +165,13 @@ impl Enforcer {
             tracing::warn!("decision skipped: {skipped}");
         }
         if let Some(more) = batch
-            .skipped
-            .len()
+            .skipped_count
             .checked_sub(SKIPPED_LOGGED)
             .filter(|&n| n > 0)
         {
             tracing::warn!("{more} more decisions skipped");
         }
-        let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped.len());
+        let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped_count);
         let (wall, boot) = (SystemTime::now(), clock::now_ns());
         let applied = if startup {
             self.sync.resync(batch, wall, boot, &mut self.maps)

@@ -150,6 +150,10 @@ pub enum DecisionsError {
     },
 }
 
+/// Unusable items kept with their reasons: the rest are only counted, since a junk item can
+/// be two bytes of JSON (`0,`) and its reason a hundred in memory.
+pub const SKIPPED_KEPT: usize = 16;
+
 /// The decoded answer of one `/v1/decisions/stream` pull.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamBatch {
@@ -157,8 +161,10 @@ pub struct StreamBatch {
     pub new: Vec<Decision>,
     /// Decisions to lift (LAPI also lists expired ones here).
     pub deleted: Vec<Decision>,
-    /// Items of either list that were not usable.
+    /// The first [`SKIPPED_KEPT`] items of either list that were not usable.
     pub skipped: Vec<Skipped>,
+    /// How many items were not usable, all told.
+    pub skipped_count: usize,
     /// The decision types of the batch, each once, as LAPI wrote them: [`Decision::kind`]
     /// indexes this.
     pub kinds: Vec<String>,
@@ -460,6 +466,7 @@ impl<'de> Visitor<'de> for BatchSeed {
                 now: self.now,
                 out,
                 skipped: &mut batch.skipped,
+                skipped_count: &mut batch.skipped_count,
                 kinds: &mut kinds,
             })?;
         }
@@ -500,6 +507,7 @@ struct ListSeed<'a> {
     now: SystemTime,
     out: &'a mut Vec<Decision>,
     skipped: &'a mut Vec<Skipped>,
+    skipped_count: &'a mut usize,
     kinds: &'a mut Kinds,
 }
 
@@ -537,12 +545,17 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
         while let Some(item) = seq.next_element::<RawItem>()? {
             match item.into_decision(self.now, self.kinds) {
                 Ok(decision) => self.out.push(decision),
-                Err((id, reason)) => self.skipped.push(Skipped {
-                    list: self.list,
-                    index,
-                    id,
-                    reason,
-                }),
+                Err((id, reason)) => {
+                    *self.skipped_count += 1;
+                    if self.skipped.len() < SKIPPED_KEPT {
+                        self.skipped.push(Skipped {
+                            list: self.list,
+                            index,
+                            id,
+                            reason,
+                        });
+                    }
+                }
             }
             index += 1;
         }
@@ -896,6 +909,20 @@ mod tests {
             origins,
             [origin::CSCLI, origin::LISTS, origin::CAPI, origin::OTHER]
         );
+    }
+
+    #[test]
+    fn a_flood_of_junk_items_is_counted_not_kept() {
+        let junk = vec!["0"; 100_000].join(",");
+        let json = format!(
+            r#"{{"new":[{junk},{}],"deleted":null}}"#,
+            item(1, "Ip", "198.51.100.1", "4h")
+        );
+        let batch = parse(&json);
+        assert_eq!(batch.new.len(), 1);
+        assert_eq!(batch.skipped_count, 100_000);
+        assert_eq!(batch.skipped.len(), SKIPPED_KEPT);
+        assert_eq!(batch.skipped[SKIPPED_KEPT - 1].index, SKIPPED_KEPT - 1);
     }
 
     #[test]

@@ -758,7 +758,10 @@ mod tests {
     fn empty_scopes_are_not_sent() {
         let mut s = settings("http://127.0.0.1:8080/");
         s.scopes.clear();
-        assert_eq!(client(&s).stream_url(true).query(), Some("startup=true&dedup=false"));
+        assert_eq!(
+            client(&s).stream_url(true).query(),
+            Some("startup=true&dedup=false")
+        );
     }
 
     #[test]

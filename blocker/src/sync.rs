@@ -41,6 +41,9 @@ const EXPIRY_ROUNDING_NS: u64 = 1 << blocker_common::table::EXPIRY_SHIFT;
 /// Failed map writes tried again per step, at most (the rest wait for the next steps).
 const RETRIES_PER_STEP: usize = 1024;
 
+/// Ignored decision types remembered (each is logged once).
+const IGNORED_TYPES_KEPT: usize = 64;
+
 /// Stale expiry entries (of decisions since released) tolerated beyond the live ones before
 /// the heap is rebuilt.
 const STALE_EXPIRIES: usize = 1024;
@@ -364,7 +367,10 @@ impl Sync {
                 touched.push(self.hold(decision, until));
             } else {
                 let kind = kinds[kind].to_ascii_lowercase();
-                if !self.ignored_types.contains(&kind) {
+                // Remembered to be logged once; a LAPI inventing types does not grow this.
+                if self.ignored_types.len() < IGNORED_TYPES_KEPT
+                    && !self.ignored_types.contains(&kind)
+                {
                     tracing::info!(decision_type = %kind, "ignoring decisions of this type (not in supported_decisions_types)");
                     self.ignored_types.insert(kind);
                 }
@@ -632,6 +638,7 @@ mod tests {
             new,
             deleted,
             skipped: Vec::new(),
+            skipped_count: 0,
             kinds: vec!["ban".to_owned()],
         }
     }
