@@ -38,8 +38,8 @@ pub struct Decision {
     pub origin: u8,
     /// Its `type` (`ban`, `captcha`...), as an index into [`StreamBatch::kinds`].
     pub kind: u32,
-    /// When the decision ends: the `now` given to the parser plus its `duration`. In the past
-    /// for an already expired decision (LAPI sends negative durations).
+    /// When the decision ends: the parser's clock when it read the item, plus its `duration`.
+    /// In the past for an already expired decision (LAPI sends negative durations).
     pub until: SystemTime,
 }
 
@@ -172,10 +172,15 @@ pub struct StreamBatch {
 
 impl StreamBatch {
     /// Parses a stream answer as `reader` yields it (read it through a buffer: the parser
-    /// reads a byte at a time). `now` is the time `until` is counted from.
-    pub fn from_reader(reader: impl Read, now: SystemTime) -> Result<Self, DecisionsError> {
+    /// reads a byte at a time). Each item's `duration` is counted from `now()` as the item is
+    /// read, which is never before LAPI counted it down, even when LAPI writes a long answer
+    /// page by page: a ban never ends early.
+    pub fn from_reader(
+        reader: impl Read,
+        now: impl Fn() -> SystemTime,
+    ) -> Result<Self, DecisionsError> {
         let mut de = serde_json::Deserializer::from_reader(reader);
-        let batch = BatchSeed { now }
+        let batch = BatchSeed { now: &now }
             .deserialize(&mut de)
             .and_then(|batch| de.end().map(|()| batch))
             .map_err(|source| DecisionsError::Json { source })?;
@@ -416,8 +421,8 @@ pub fn format_go_duration(duration: Duration) -> String {
 // Streaming deserialization
 
 /// Top level: an object with `new` and `deleted`, both required (each may be `null`).
-struct BatchSeed {
-    now: SystemTime,
+struct BatchSeed<'c> {
+    now: &'c dyn Fn() -> SystemTime,
 }
 
 #[derive(Deserialize)]
@@ -429,7 +434,7 @@ enum TopField {
     Other,
 }
 
-impl<'de> DeserializeSeed<'de> for BatchSeed {
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
     type Value = StreamBatch;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<StreamBatch, D::Error> {
@@ -437,7 +442,7 @@ impl<'de> DeserializeSeed<'de> for BatchSeed {
     }
 }
 
-impl<'de> Visitor<'de> for BatchSeed {
+impl<'de> Visitor<'de> for BatchSeed<'_> {
     type Value = StreamBatch;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -504,7 +509,7 @@ impl Kinds {
 /// One list (`null` or an array), converted item by item.
 struct ListSeed<'a> {
     list: List,
-    now: SystemTime,
+    now: &'a dyn Fn() -> SystemTime,
     out: &'a mut Vec<Decision>,
     skipped: &'a mut Vec<Skipped>,
     skipped_count: &'a mut usize,
@@ -543,7 +548,7 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
         self.out.reserve(seq.size_hint().unwrap_or(0).min(1 << 20));
         let mut index = 0;
         while let Some(item) = seq.next_element::<RawItem>()? {
-            match item.into_decision(self.now, self.kinds) {
+            match item.into_decision((self.now)(), self.kinds) {
                 Ok(decision) => self.out.push(decision),
                 Err((id, reason)) => {
                     *self.skipped_count += 1;
@@ -807,7 +812,7 @@ mod tests {
     }
 
     fn parse(json: &str) -> StreamBatch {
-        StreamBatch::from_reader(json.as_bytes(), now()).unwrap()
+        StreamBatch::from_reader(json.as_bytes(), now).unwrap()
     }
 
     fn dur(s: &str) -> GoDuration {
@@ -1123,7 +1128,7 @@ mod tests {
             r#"{"new": null}"#,
             r#"{"new": null, "new": null, "deleted": null}"#,
         ] {
-            let err = StreamBatch::from_reader(bad.as_bytes(), now()).unwrap_err();
+            let err = StreamBatch::from_reader(bad.as_bytes(), now).unwrap_err();
             assert!(
                 err.to_string()
                     .starts_with("malformed decisions stream answer"),

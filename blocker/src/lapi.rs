@@ -501,19 +501,18 @@ impl LapiClient {
     }
 
     /// Pulls the decisions stream: the full list with `startup`, else what changed since the
-    /// last pull. Decision durations are counted from `now()`, read when the answer's headers
-    /// are in: LAPI has counted them down by then, so a slow query (seconds, for a startup
+    /// last pull. Each decision's duration is counted from `now()` as the item is parsed: LAPI
+    /// has counted it down by then, so a slow query or a long answer (seconds, for a startup
     /// answer of a big list) never ends a ban early.
     pub async fn stream(
         &self,
         startup: bool,
-        now: impl FnOnce() -> SystemTime,
+        now: impl Fn() -> SystemTime + Send + 'static,
     ) -> Result<StreamBatch, LapiError> {
         let stream_url = self.stream_url(startup);
         let mut response = self
             .send(self.request(Method::GET, stream_url.clone()), &stream_url)
             .await?;
-        let now = now();
         let url = || self.endpoint.to_string();
         let limit = self.max_body_bytes;
         let too_large = || LapiError::TooLarge { url: url(), limit };
@@ -875,14 +874,14 @@ mod tests {
         status: &'static str,
         body: String,
     ) -> (String, tokio::task::JoinHandle<String>) {
-        serve_after(Duration::ZERO, status, body).await
+        serve_paced(status, vec![(Duration::ZERO, body)]).await
     }
 
-    /// [`serve_once`], the answer sent `delay` after the request came in.
-    async fn serve_after(
-        delay: Duration,
+    /// [`serve_once`], the body in pieces, each sent its pause after the one before (the
+    /// headers go with the first).
+    async fn serve_paced(
         status: &'static str,
-        body: String,
+        pieces: Vec<(Duration, String)>,
     ) -> (String, tokio::task::JoinHandle<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -896,13 +895,21 @@ mod tests {
                 socket.read_exact(&mut byte).await.unwrap();
                 head.push(byte[0]);
             }
-            tokio::time::sleep(delay).await;
-            let answer = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            socket.write_all(answer.as_bytes()).await.unwrap();
+            let length: usize = pieces.iter().map(|(_, piece)| piece.len()).sum();
+            let mut head_sent = false;
+            for (pause, piece) in pieces {
+                tokio::time::sleep(pause).await;
+                if !head_sent {
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                         content-length: {length}\r\nconnection: close\r\n\r\n"
+                    );
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                    head_sent = true;
+                }
+                socket.write_all(piece.as_bytes()).await.unwrap();
+                socket.flush().await.unwrap();
+            }
             socket.shutdown().await.unwrap();
             String::from_utf8(head).unwrap()
         });
@@ -915,7 +922,10 @@ mod tests {
             "value":"198.51.100.1","duration":"1h","scenario":"s"}],"deleted":null}"#;
         let (url, server) = serve_once("200 OK", body.to_owned()).await;
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let batch = client(&settings(&url)).stream(true, || now).await.unwrap();
+        let batch = client(&settings(&url))
+            .stream(true, move || now)
+            .await
+            .unwrap();
         assert_eq!(batch.new.len(), 1);
         assert_eq!(batch.new[0].until, now + Duration::from_hours(1));
         let head = server.await.unwrap().to_ascii_lowercase();
@@ -969,20 +979,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn durations_count_from_the_answer_not_the_request() {
-        let body = r#"{"new":[{"id":1,"origin":"cscli","type":"ban","scope":"Ip",
-            "value":"198.51.100.1","duration":"1h","scenario":"s"}],"deleted":null}"#;
-        let slow_query = Duration::from_millis(1_500);
-        let (url, _server) = serve_after(slow_query, "200 OK", body.to_owned()).await;
+    async fn durations_count_from_when_each_item_arrives() {
+        let item = |id: u32| {
+            format!(
+                r#"{{"id":{id},"origin":"cscli","type":"ban","scope":"Ip",
+                "value":"198.51.100.{id}","duration":"1h","scenario":"s"}}"#
+            )
+        };
+        // A slow query, then a second page long after the first (as LAPI streams big lists).
+        let pause = Duration::from_millis(1_500);
+        let (url, _server) = serve_paced(
+            "200 OK",
+            vec![
+                (pause, format!(r#"{{"new":[{},"#, item(1))),
+                (pause, format!(r#"{}],"deleted":null}}"#, item(2))),
+            ],
+        )
+        .await;
         let asked = SystemTime::now();
         let batch = client(&settings(&url))
             .stream(true, SystemTime::now)
             .await
             .unwrap();
-        let early_by = (asked + slow_query + Duration::from_hours(1))
-            .duration_since(batch.new[0].until)
-            .unwrap_or_default();
-        assert_eq!(early_by, Duration::ZERO, "the ban would end early");
+        for (decision, sent_after) in batch.new.iter().zip([pause, 2 * pause]) {
+            let early_by = (asked + sent_after + Duration::from_hours(1))
+                .duration_since(decision.until)
+                .unwrap_or_default();
+            assert_eq!(
+                early_by,
+                Duration::ZERO,
+                "decision {} would end early",
+                decision.id
+            );
+        }
     }
 
     #[tokio::test]
