@@ -305,7 +305,11 @@ pub async fn run(
             }
             () = async { usage.as_mut().expect("guarded").1.tick().await; }, if usage.as_ref().is_some_and(|(r, _)| r.is_supported()) => {
                 let (reporter, _) = usage.as_mut().expect("guarded");
-                reporter.report(enforcer.client(), &snapshot).await;
+                // Nor for a slow usage report (up to its own timeout).
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    _ = reporter.report(enforcer.client(), &snapshot) => {}
+                }
             }
             () = tokio::time::sleep_until(next_pull) => {
                 snapshot.lapi_requests += 1;
