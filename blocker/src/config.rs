@@ -92,8 +92,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{key} must be more than 0s")]
-    ZeroDuration { key: &'static str },
+    #[error("{key} must be at least {min:?}")]
+    TooShort { key: &'static str, min: Duration },
     #[error("{key} must list at least one entry")]
     EmptyList { key: &'static str },
     #[error("{key} lists {count} {family} prefixes; the kernel's list holds at most {max}")]
@@ -120,6 +120,13 @@ pub enum ConfigError {
     },
     #[error("{key} must be an absolute path, not {}", path.display())]
     RelativePath { key: &'static str, path: PathBuf },
+    #[error("bpffs_dir {} has a dot in a name, which bpffs refuses", path.display())]
+    DotInPinDir { path: PathBuf },
+    #[error(
+        "bpffs_dir must be a folder of its own under a BPF filesystem, not {} (detach removes every link pinned there)",
+        path.display()
+    )]
+    PinDirIsRoot { path: PathBuf },
     #[error("cannot write the configuration as yaml")]
     Serialize {
         #[source]
@@ -397,6 +404,9 @@ pub enum Mode {
     /// Let it through and count it: a dry run.
     Observe,
 }
+
+/// The shortest `update_frequency` (and usage-metrics interval).
+const MIN_UPDATE_FREQUENCY: Duration = Duration::from_millis(100);
 
 fn default_update_frequency() -> Duration {
     Duration::from_secs(10)
@@ -705,18 +715,55 @@ impl Config {
         config.validate()
     }
 
-    /// Pins and state live at fixed places: relative paths would depend on the cwd.
+    /// Shorter would poll LAPI in a tight loop.
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        if self.update_frequency < MIN_UPDATE_FREQUENCY {
+            return Err(ConfigError::TooShort {
+                key: "update_frequency",
+                min: MIN_UPDATE_FREQUENCY,
+            });
+        }
+        if self.usage_metrics.enabled && self.usage_metrics.interval < MIN_UPDATE_FREQUENCY {
+            return Err(ConfigError::TooShort {
+                key: "usage_metrics.interval",
+                min: MIN_UPDATE_FREQUENCY,
+            });
+        }
+        Ok(())
+    }
+
+    /// Files live at fixed places: relative paths would depend on the cwd, which `check-config`
+    /// run by hand and the service do not share.
     fn check_paths(&self) -> Result<(), ConfigError> {
+        let optional = [
+            ("api_key_file", &self.api_key_file),
+            ("cert_path", &self.cert_path),
+            ("key_path", &self.key_path),
+            ("ca_cert_path", &self.ca_cert_path),
+        ];
         for (key, path) in [
             ("bpffs_dir", &self.bpffs_dir),
             ("state_file", &self.state_file),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            optional
+                .into_iter()
+                .filter_map(|(key, path)| Some((key, path.as_ref()?))),
+        ) {
             if !path.is_absolute() {
                 return Err(ConfigError::RelativePath {
                     key,
                     path: path.clone(),
                 });
             }
+        }
+        let pins = &self.bpffs_dir;
+        if pins.iter().any(|name| name.to_string_lossy().contains('.')) {
+            return Err(ConfigError::DotInPinDir { path: pins.clone() });
+        }
+        if pins == Path::new("/sys/fs/bpf") || pins.parent().is_none() {
+            return Err(ConfigError::PinDirIsRoot { path: pins.clone() });
         }
         Ok(())
     }
@@ -769,16 +816,7 @@ impl Config {
             });
         }
 
-        if self.update_frequency.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                key: "update_frequency",
-            });
-        }
-        if self.usage_metrics.enabled && self.usage_metrics.interval.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                key: "usage_metrics.interval",
-            });
-        }
+        self.check_durations()?;
 
         dedupe(&mut self.scopes);
         if self.scopes.is_empty() {
@@ -1203,7 +1241,11 @@ usage_metrics:
             ),
             (
                 "update_frequency: 0s",
-                "update_frequency must be more than 0s",
+                "update_frequency must be at least 100ms",
+            ),
+            (
+                "update_frequency: 1ns",
+                "update_frequency must be at least 100ms",
             ),
             (
                 "usage_metrics: {interval: 4 days}",
@@ -1211,7 +1253,7 @@ usage_metrics:
             ),
             (
                 "usage_metrics: {interval: 0s}",
-                "usage_metrics.interval must be more than 0s",
+                "usage_metrics.interval must be at least 100ms",
             ),
             ("log_level: verbose", "log_level: unknown variant `verbose`"),
             ("log_mode: file", "log_mode: unknown variant `file`"),
@@ -1239,6 +1281,18 @@ usage_metrics:
             (
                 "bpffs_dir: relative/dir",
                 "bpffs_dir must be an absolute path, not relative/dir",
+            ),
+            (
+                "bpffs_dir: /sys/fs/bpf/blocker.v2",
+                "bpffs_dir /sys/fs/bpf/blocker.v2 has a dot in a name, which bpffs refuses",
+            ),
+            (
+                "bpffs_dir: /sys/fs/bpf",
+                "bpffs_dir must be a folder of its own under a BPF filesystem, not /sys/fs/bpf",
+            ),
+            (
+                "ca_cert_path: certs/ca.pem",
+                "ca_cert_path must be an absolute path, not certs/ca.pem",
             ),
             (
                 "prometheus: {listen_addr: localhost}",
