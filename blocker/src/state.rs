@@ -13,7 +13,7 @@ pub struct DaemonState {
     pub pid: u32,
     pub version: String,
     pub lapi_url: String,
-    /// `(interface, mode)`: "native", "generic", or "kept" (a pinned link was reused).
+    /// `(interface, mode)`: "native", "generic", or "kept (pinned link reused)".
     pub interfaces: Vec<(String, String)>,
     pub started_at: u64,
     /// Unix seconds of the last successful pull.
