@@ -46,6 +46,10 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(
+        "bpffs_dir {dir} is not on a BPF filesystem; choose a folder under one (the default is /sys/fs/bpf/blocker)"
+    )]
+    PinDirNotBpffs { dir: PathBuf },
+    #[error(
         "the pinned map {path} has another layout (left by an older blocker?); run `blocker detach`, then start again"
     )]
     OldPins { path: PathBuf },
@@ -682,10 +686,7 @@ fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
         source,
     })?;
     if !on_bpffs(dir) {
-        return Err(LoadError::NoBpffs {
-            dir: dir.into(),
-            source: std::io::Error::other("not a BPF filesystem"),
-        });
+        return Err(LoadError::PinDirNotBpffs { dir: dir.into() });
     }
     Ok(())
 }

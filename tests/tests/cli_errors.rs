@@ -93,6 +93,25 @@ fn a_missing_interface_is_named_before_anything_is_loaded() {
 }
 
 #[test]
+fn a_pin_folder_off_bpffs_is_named() {
+    let dir = std::env::temp_dir().join(format!("blocker-cli-notbpf-{}", std::process::id()));
+    let yaml = format!(
+        "api_url: http://127.0.0.1:9/\napi_key: k\ninterfaces: [lo]\nbpffs_dir: {}\nprometheus:\n  enabled: false\nusage_metrics:\n  enabled: false\n",
+        dir.display()
+    );
+    let (ok, stderr) = blocker(&yaml, &["run"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "bpffs_dir {} is not on a BPF filesystem",
+            dir.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn only_commands_that_talk_to_lapi_need_the_api_key_variable() {
     let yaml = "api_url: http://127.0.0.1:8080/\napi_key: ${BLOCKER_TEST_NEVER_SET}\ninterfaces: [eth0]\nbpffs_dir: /sys/fs/bpf/blocker-cli-test-none\n";
     let (ok, stderr) = blocker(yaml, &["check-config"]);
