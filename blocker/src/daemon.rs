@@ -2,8 +2,9 @@
 //!
 //! Start-up: load and attach the program, write ports, mode and allow list, adopt whatever the
 //! maps hold, check LAPI once (HEAD, only here: it moves LAPI's "last pull" time), then pull
-//! `startup=true`. After that, deltas every `update_frequency`. Any failure keeps the maps as
-//! they are, logs the cause, backs off, and the next success is a full `startup=true` resync.
+//! `startup=true`. After that, deltas every `update_frequency`, and a full pull every hour. Any
+//! failure keeps the maps as they are, logs the cause, backs off, and the next success is a
+//! full `startup=true` resync.
 
 use std::{
     collections::BTreeMap,
@@ -100,13 +101,21 @@ pub enum DaemonError {
     Metrics(#[from] MetricsError),
 }
 
+/// How often a full `startup=true` pull replaces the deltas: a newer LAPI that streams its
+/// answer page by page closes a well-formed answer when its database fails half-way, and the
+/// decisions it left out would otherwise not come back until a pull fails.
+pub const FULL_RESYNC_EVERY: Duration = Duration::from_hours(1);
+
 /// The decisions half of the daemon: pulls from LAPI and keeps the maps in step. After a
-/// failed pull, the next one is a full `startup=true` resync.
+/// failed pull, and every [`FULL_RESYNC_EVERY`], the next one is a full `startup=true` resync.
 pub struct Enforcer {
     client: LapiClient,
     sync: Sync,
     maps: KernelMaps,
     resync: bool,
+    /// When the last full pull succeeded, and how long until the next one is due.
+    last_full: std::time::Instant,
+    full_every: Duration,
     /// Bans in force by (origin, family), for metrics; see [`Enforcer::recount`].
     active: BTreeMap<(String, IpType), u64>,
     /// When the first ban counted in `active` lapses in the kernel (bans adopted from the
@@ -137,6 +146,8 @@ impl Enforcer {
             sync,
             maps,
             resync: true,
+            last_full: std::time::Instant::now(),
+            full_every: FULL_RESYNC_EVERY,
             active: BTreeMap::new(),
             next_lapse_ns: 0,
         };
@@ -149,9 +160,14 @@ impl Enforcer {
         &self.maps
     }
 
+    /// Makes full pulls due every `every` instead of [`FULL_RESYNC_EVERY`].
+    pub fn set_full_resync_every(&mut self, every: Duration) {
+        self.full_every = every;
+    }
+
     /// One pull, applied. On error nothing in the maps changes.
     pub async fn pull(&mut self) -> Result<PullReport, LapiError> {
-        let startup = self.resync;
+        let startup = self.resync || self.last_full.elapsed() >= self.full_every;
         let batch = match self.client.stream(startup, SystemTime::now).await {
             Ok(batch) => batch,
             Err(e) => {
@@ -160,6 +176,9 @@ impl Enforcer {
             }
         };
         self.resync = false;
+        if startup {
+            self.last_full = std::time::Instant::now();
+        }
         // A few by name, then a count: a list with many bad items comes back on every pull.
         for skipped in batch.skipped.iter().take(SKIPPED_LOGGED) {
             tracing::warn!("decision skipped: {skipped}");

@@ -65,6 +65,10 @@ pub enum Fault {
     /// The normal answer with `Ip`/`Range` decisions whose values do not parse (`999.1.1.1`,
     /// `198.51.100.0/33`…) spread through `new` and `deleted`.
     InvalidIps,
+    /// A well-formed `startup=true` answer holding only the first half of the list: what a
+    /// LAPI that streams its answer page by page sends when its database fails half-way (the
+    /// status is sent already, and the document is closed as usual). Deltas are normal.
+    CutShortList,
 }
 
 /// One request as the fake LAPI received it.
@@ -315,6 +319,7 @@ impl State {
         let fault = match self.fault.clone() {
             Some(f @ (Fault::Status(_) | Fault::Slow(_))) => Some(f),
             Some(_) if request.method == "HEAD" => None,
+            Some(Fault::CutShortList) if !startup => None,
             other => other,
         };
         let reply = match fault {
@@ -350,6 +355,12 @@ impl State {
                 200,
                 &with_junk(&self.decisions(startup, true), &invalid_ip_items()),
             ),
+            Some(Fault::CutShortList) => {
+                let half = self.current[..self.current.len() / 2].to_vec();
+                self.pending_new.clear();
+                self.pending_deleted.clear();
+                Reply::json(200, &stream_body(half, Vec::new()))
+            }
         };
         let delay = match fault {
             Some(Fault::Slow(delay)) => delay,

@@ -579,3 +579,47 @@ async fn adopted_bans_that_lapse_while_lapi_is_down_leave_the_active_count() {
         "the ban that lapsed in the kernel no longer counts (blocker_active_decisions)"
     );
 }
+
+/// A newer LAPI closes its startup answer early but well-formed when its database fails
+/// half-way: the full pull takes it as the whole list, and the deltas after it never carry
+/// what it left out. The next full pull, due every `FULL_RESYNC_EVERY` (here a second) and
+/// not only after a failure, brings those decisions back.
+#[tokio::test]
+async fn bans_a_cut_short_startup_answer_left_out_come_back_with_the_next_full_pull() {
+    if !privileged("bans_a_cut_short_startup_answer_left_out_come_back_with_the_next_full_pull") {
+        return;
+    }
+    let fake = Fake::seeded();
+    let mut daemon = Daemon::start(&fake, TIMEOUT);
+    daemon.seed(&fake, "cut short").await;
+    // A failed pull makes the next one a full pull, which LAPI cuts short.
+    fake.lapi.set_fault(Fault::Status(500));
+    assert!(daemon.pull().await.is_err(), "the pull during the 500");
+    fake.lapi.set_fault(Fault::CutShortList);
+    let report = daemon.pull_ok("the cut-short full pull").await;
+    assert!(report.startup, "{report:?}");
+    let held = nets(&daemon.bans()).len();
+    assert!(
+        held < fake.nets().len(),
+        "the cut-short answer lifted bans: {held} held"
+    );
+    fake.lapi.clear_fault();
+    daemon
+        .enforcer
+        .set_full_resync_every(Duration::from_secs(1));
+    let report = daemon.pull_ok("a delta").await;
+    assert!(!report.startup, "{report:?}");
+    assert_eq!(
+        nets(&daemon.bans()).len(),
+        held,
+        "a delta does not repair it"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = daemon.pull_ok("the next full pull").await;
+    assert!(report.startup, "{report:?}");
+    daemon.assert_holds(&fake.nets(), "after the next full pull");
+    println!(
+        "a cut-short startup answer left {held} of {} bans; the next full pull restored all",
+        fake.nets().len()
+    );
+}
