@@ -2,7 +2,7 @@
 //! pins it so enforcement outlives the daemon.
 //!
 //! Pinned under `bpffs_dir` (default `/sys/fs/bpf/blocker`): every map by its name, and one XDP
-//! link per interface (`link-<interface>`). A new daemon reuses the pinned maps (bans survive a
+//! link per interface (`link-<interface>`, a `.` in the name as `:`). A new daemon reuses the pinned maps (bans survive a
 //! restart or a crash) and swaps its program into the pinned link with `BPF_LINK_UPDATE`, which
 //! is atomic: no packet meets an interface without the program.
 
@@ -451,9 +451,9 @@ pub enum LinkChange {
 
 /// Makes the links pinned in `dir` agree with `interfaces` (in this network namespace),
 /// before they are attached: a link stays pinned under the name of the configured interface
-/// it is on, its pin renamed if that interface was; a link on no configured interface (an
-/// interface dropped from the config, or deleted) is unpinned, which detaches it. Where two
-/// configured names were swapped, one link is dropped and attached anew.
+/// it is on, its pin renamed if that interface was (swapped names included); a link on no
+/// configured interface (an interface dropped from the config, or deleted) is unpinned, which
+/// detaches it.
 pub fn reconcile_links(dir: &Path, interfaces: &[String]) -> Result<Vec<LinkChange>, AttachError> {
     let links = match pins(dir) {
         Ok(pins) => pins.links,
@@ -491,31 +491,41 @@ pub fn reconcile_links(dir: &Path, interfaces: &[String]) -> Result<Vec<LinkChan
         })
     };
     let mut changes = Vec::new();
-    // Drops first, so that a renamed interface's pin finds its new name free.
     for (name, path, _) in on.iter().filter(|(_, _, wanted)| wanted.is_none()) {
         changes.push(unpin(name, path)?);
     }
-    for (name, path, wanted) in &on {
-        let Some(wanted) = *wanted else { continue };
-        if wanted == name {
-            continue;
-        }
-        let to = link_pin(dir, wanted);
-        if to.exists() {
-            changes.push(unpin(name, path)?);
-            continue;
-        }
-        std::fs::rename(path, &to).map_err(|source| AttachError::MovePin {
-            from: path.clone(),
-            to: to.clone(),
-            source,
-        })?;
+    // A link on a configured interface is never unpinned: its release is asynchronous, and a
+    // new link on the same interface meanwhile would be refused (EBUSY). Pins that move go
+    // through a name no interface has first, so that swapped names free each other's.
+    let moving: Vec<(&String, PathBuf, &str)> = on
+        .iter()
+        .filter_map(|(name, path, wanted)| {
+            let wanted = (*wanted)?;
+            (wanted != name).then(|| (name, path.clone(), wanted))
+        })
+        .collect();
+    let mut parked = Vec::new();
+    for (i, (name, path, wanted)) in moving.into_iter().enumerate() {
+        let park = dir.join(format!("link-:moving{i}"));
+        rename_pin(&path, &park)?;
+        parked.push((name, park, wanted));
+    }
+    for (name, park, wanted) in parked {
+        rename_pin(&park, &link_pin(dir, wanted))?;
         changes.push(LinkChange::Renamed {
             from: name.clone(),
             to: wanted.into(),
         });
     }
     Ok(changes)
+}
+
+fn rename_pin(from: &Path, to: &Path) -> Result<(), AttachError> {
+    std::fs::rename(from, to).map_err(|source| AttachError::MovePin {
+        from: from.into(),
+        to: to.into(),
+        source,
+    })
 }
 
 /// The index of `interface` in this network namespace, if it exists.
