@@ -2,9 +2,9 @@
 //!
 //! Start-up: load and attach the program, write ports, mode and allow list, adopt whatever the
 //! maps hold, check LAPI once (HEAD, only here: it moves LAPI's "last pull" time), then pull
-//! `startup=true`. After that, deltas every `update_frequency`, and a full pull every hour. Any
-//! failure keeps the maps as they are, logs the cause, backs off, and the next success is a
-//! full `startup=true` resync.
+//! `startup=true`. After that, deltas every `update_frequency`, and every hour a full list that
+//! only adds what is missing. Any failure keeps the maps as they are, logs the cause, backs
+//! off, and the next success is a full `startup=true` resync.
 
 use std::{
     collections::BTreeMap,
@@ -101,13 +101,15 @@ pub enum DaemonError {
     Metrics(#[from] MetricsError),
 }
 
-/// How often a full `startup=true` pull replaces the deltas: a newer LAPI that streams its
-/// answer page by page closes a well-formed answer when its database fails half-way, and the
-/// decisions it left out would otherwise not come back until a pull fails.
+/// How often a `startup=true` pull brings back what the deltas may have missed: a newer LAPI
+/// that streams its answer page by page closes a well-formed answer when its database fails
+/// half-way, and the decisions such a full pull left out would otherwise not come back until
+/// a pull fails. These periodic pulls only add: one cut short lifts nothing.
 pub const FULL_RESYNC_EVERY: Duration = Duration::from_hours(1);
 
 /// The decisions half of the daemon: pulls from LAPI and keeps the maps in step. After a
-/// failed pull, and every [`FULL_RESYNC_EVERY`], the next one is a full `startup=true` resync.
+/// failed pull the next one is a full `startup=true` resync; every [`FULL_RESYNC_EVERY`] a
+/// `startup=true` pull adds whatever is missing.
 pub struct Enforcer {
     client: LapiClient,
     sync: Sync,
@@ -167,7 +169,10 @@ impl Enforcer {
 
     /// One pull, applied. On error nothing in the maps changes.
     pub async fn pull(&mut self) -> Result<PullReport, LapiError> {
-        let startup = self.resync || self.last_full.elapsed() >= self.full_every;
+        // A full pull that is only due by the clock adds what the deltas missed and lifts
+        // nothing: a LAPI that cut its answer short would otherwise lift what it left out.
+        let periodic = !self.resync && self.last_full.elapsed() >= self.full_every;
+        let startup = self.resync || periodic;
         let batch = match self.client.stream(startup, SystemTime::now).await {
             Ok(batch) => batch,
             Err(e) => {
@@ -192,7 +197,7 @@ impl Enforcer {
         }
         let (new, deleted, skipped) = (batch.new.len(), batch.deleted.len(), batch.skipped_count);
         let (wall, boot) = (SystemTime::now(), clock::now_ns());
-        let applied = if startup {
+        let applied = if startup && !periodic {
             self.sync.resync(batch, wall, boot, &mut self.maps)
         } else {
             self.sync.delta(batch, wall, boot, &mut self.maps)

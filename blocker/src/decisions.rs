@@ -174,13 +174,16 @@ impl StreamBatch {
     /// Parses a stream answer as `reader` yields it (read it through a buffer: the parser
     /// reads a byte at a time). Each item's `duration` is counted from `now()` as the item is
     /// read, which is never before LAPI counted it down, even when LAPI writes a long answer
-    /// page by page: a ban never ends early.
+    /// page by page: a ban never ends early. A `startup` answer's `deleted` list (decisions
+    /// that have ended, every one LAPI still keeps) is skipped unread: what it names has ended
+    /// here too.
     pub fn from_reader(
         reader: impl Read,
+        startup: bool,
         now: impl Fn() -> SystemTime,
     ) -> Result<Self, DecisionsError> {
         let mut de = serde_json::Deserializer::from_reader(reader);
-        let batch = BatchSeed { now: &now }
+        let batch = BatchSeed { now: &now, startup }
             .deserialize(&mut de)
             .and_then(|batch| de.end().map(|()| batch))
             .map_err(|source| DecisionsError::Json { source })?;
@@ -423,6 +426,7 @@ pub fn format_go_duration(duration: Duration) -> String {
 /// Top level: an object with `new` and `deleted`, both required (each may be `null`).
 struct BatchSeed<'c> {
     now: &'c dyn Fn() -> SystemTime,
+    startup: bool,
 }
 
 #[derive(Deserialize)]
@@ -466,6 +470,10 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
                 return Err(de::Error::custom(format_args!("duplicate field `{list}`")));
             }
             *seen = true;
+            if self.startup && list == List::Deleted {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
             map.next_value_seed(ListSeed {
                 list,
                 now: self.now,
@@ -812,7 +820,7 @@ mod tests {
     }
 
     fn parse(json: &str) -> StreamBatch {
-        StreamBatch::from_reader(json.as_bytes(), now).unwrap()
+        StreamBatch::from_reader(json.as_bytes(), false, now).unwrap()
     }
 
     fn dur(s: &str) -> GoDuration {
@@ -914,6 +922,21 @@ mod tests {
             origins,
             [origin::CSCLI, origin::LISTS, origin::CAPI, origin::OTHER]
         );
+    }
+
+    #[test]
+    fn a_startup_answer_s_deleted_list_is_skipped_unread() {
+        let json = format!(
+            r#"{{"new":[{}],"deleted":[{},0,"junk"]}}"#,
+            item(1, "Ip", "198.51.100.1", "4h"),
+            item(2, "Ip", "198.51.100.2", "-1s")
+        );
+        let batch = StreamBatch::from_reader(json.as_bytes(), true, now).unwrap();
+        assert_eq!(batch.new.len(), 1);
+        assert!(batch.deleted.is_empty());
+        assert_eq!(batch.skipped_count, 0);
+        let delta = parse(&json);
+        assert_eq!((delta.deleted.len(), delta.skipped_count), (1, 2));
     }
 
     #[test]
@@ -1128,7 +1151,7 @@ mod tests {
             r#"{"new": null}"#,
             r#"{"new": null, "new": null, "deleted": null}"#,
         ] {
-            let err = StreamBatch::from_reader(bad.as_bytes(), now).unwrap_err();
+            let err = StreamBatch::from_reader(bad.as_bytes(), false, now).unwrap_err();
             assert!(
                 err.to_string()
                     .starts_with("malformed decisions stream answer"),

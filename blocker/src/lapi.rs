@@ -525,7 +525,7 @@ impl LapiClient {
         // it is never held whole (a startup answer can be hundreds of MB).
         let (chunks, body) = mpsc::channel(CHUNKS_IN_FLIGHT);
         let parser = tokio::task::spawn_blocking(move || {
-            StreamBatch::from_reader(BufReader::new(BodyReader::new(body)), now)
+            StreamBatch::from_reader(BufReader::new(BodyReader::new(body)), startup, now)
         });
         let mut received = 0;
         let mut transfer = Ok(());
