@@ -1,6 +1,7 @@
 //! The daemon needs only `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON`, as in a container given just
 //! those: run under `setpriv` with every other capability dropped from the bounding set, it
-//! loads, attaches, pins, syncs with LAPI and drops a banned host's SYNs.
+//! loads, attaches, pins, syncs with LAPI and drops a banned host's SYNs; started again so, it
+//! reads the pinned link and swaps its program in (a container restarted or replaced).
 
 use std::{net::IpAddr, time::Duration};
 
@@ -44,7 +45,7 @@ fn runs_with_only_bpf_net_admin_and_perfmon() {
         "--no-new-privs",
         "--",
     ];
-    let daemon = DaemonProcess::start(&mail.ns, &setpriv, BLOCKER, &config);
+    let mut daemon = DaemonProcess::start(&mail.ns, &setpriv, BLOCKER, &config);
 
     let mail_v4 = IpAddr::V4(mail.v4);
     wait_for(
@@ -71,4 +72,30 @@ fn runs_with_only_bpf_net_admin_and_perfmon() {
     println!(
         "daemon with capabilities {caps:#x} (bpf, net_admin, perfmon only) enforced a cscli ban"
     );
+
+    let program = |config: &TestConfig| {
+        config.json(BLOCKER, &["status", "--json"])["program_ids"][0]
+            .as_u64()
+            .expect("a program id")
+    };
+    let first_program = program(&config);
+    daemon.signal(libc::SIGTERM);
+    let again = DaemonProcess::start(&mail.ns, &setpriv, BLOCKER, &config);
+    wait_for(
+        "the second daemon swapping its program into the pinned link",
+        Duration::from_secs(10),
+        || program(&config) != first_program,
+        || config.log(),
+    );
+    assert!(
+        config.log().contains("kept (pinned link reused)"),
+        "the second start reused the pinned link:\n{}",
+        config.log()
+    );
+    assert!(
+        !connects(attacker, mail_v4, 25, Duration::from_millis(300)),
+        "the ban holds across the restart"
+    );
+    assert_eq!(effective_caps(again.pid()), caps);
+    println!("started again with the same capabilities, it reused the pinned link");
 }
