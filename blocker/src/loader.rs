@@ -496,7 +496,8 @@ pub fn reconcile_links(dir: &Path, interfaces: &[String]) -> Result<Vec<LinkChan
     }
     // A link on a configured interface is never unpinned: its release is asynchronous, and a
     // new link on the same interface meanwhile would be refused (EBUSY). Pins that move go
-    // through a name no interface has first, so that swapped names free each other's.
+    // through a name no interface has first (`:` reads back as `.`), so that swapped names
+    // free each other's; this process's id keeps it clear of any left by one that died here.
     let moving: Vec<(&String, PathBuf, &str)> = on
         .iter()
         .filter_map(|(name, path, wanted)| {
@@ -506,7 +507,7 @@ pub fn reconcile_links(dir: &Path, interfaces: &[String]) -> Result<Vec<LinkChan
         .collect();
     let mut parked = Vec::new();
     for (i, (name, path, wanted)) in moving.into_iter().enumerate() {
-        let park = dir.join(format!("link-:moving{i}"));
+        let park = dir.join(format!("link-:moving{}-{i}", std::process::id()));
         rename_pin(&path, &park)?;
         parked.push((name, park, wanted));
     }
