@@ -199,6 +199,11 @@ impl FakeLapi {
         self.state().usage_metrics_supported = supported;
     }
 
+    /// How long an accepted `POST /v1/usage-metrics` waits for its answer (none by default).
+    pub fn set_usage_metrics_delay(&self, delay: Duration) {
+        self.state().usage_metrics_delay = delay;
+    }
+
     /// The bodies of the accepted `POST /v1/usage-metrics`; panics on one that is not JSON.
     #[must_use]
     pub fn usage_metrics(&self) -> Vec<Value> {
@@ -281,6 +286,7 @@ struct State {
     fault: Option<Fault>,
     requests: Vec<RecordedRequest>,
     usage_metrics_supported: bool,
+    usage_metrics_delay: Duration,
     usage_metrics: Vec<Vec<u8>>,
 }
 
@@ -293,6 +299,7 @@ impl State {
             fault: None,
             requests: Vec::new(),
             usage_metrics_supported: true,
+            usage_metrics_delay: Duration::ZERO,
             usage_metrics: Vec::new(),
         }
     }
@@ -304,7 +311,10 @@ impl State {
             ("GET" | "HEAD", "/v1/decisions/stream") => self.stream_answer(request),
             ("POST", "/v1/usage-metrics") if self.usage_metrics_supported => {
                 self.usage_metrics.push(request.body.clone());
-                (Duration::ZERO, Reply::complete(201, JSON, Vec::new()))
+                (
+                    self.usage_metrics_delay,
+                    Reply::complete(201, JSON, Vec::new()),
+                )
             }
             // What LAPI's router (gin) answers for a route it does not have.
             _ => (

@@ -535,6 +535,21 @@ fn a_stop_does_not_wait_for_a_hung_lapi() {
     lapi.set_fault(hung);
     wait_for_more(&lapi, "GET", pulls + 1);
     stop_quickly(daemon, "a pull");
+    // Stuck in a usage-metrics report (its own timeout is 10 s).
+    lapi.clear_fault();
+    lapi.set_usage_metrics_delay(Duration::from_mins(10));
+    let mut settings = settings(&lapi.url(), API_KEY);
+    settings.usage_metrics = Some(Duration::from_millis(200));
+    let daemon = Running::start(&mail.ns, settings);
+    wait_for_more(&lapi, "POST", received(&lapi, "POST"));
+    let stopping = Instant::now();
+    drop(daemon);
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "a stop while a usage report hangs took {took:?}"
+    );
+    println!("stop while a usage report hangs: {took:?}");
 }
 
 #[tokio::test]
