@@ -375,7 +375,8 @@ pub fn attach(
 }
 
 /// Attaches through the link pinned in `dir` if there is one (an atomic program swap), else
-/// attaches anew in `mode` and pins the link.
+/// attaches anew in `mode` and pins the link. After [`reconcile_links`], a pin is always on
+/// the interface that has its name.
 pub fn attach_pinned(
     ebpf: &mut Ebpf,
     dir: &Path,
@@ -390,44 +391,25 @@ pub fn attach_pinned(
     };
     let xdp = program(ebpf).map_err(|_| error(ProgramError::NotLoaded))?;
     if path.exists() {
-        let linked = pinned_xdp_ifindex(&path).map_err(|source| AttachError::LinkInterface {
+        let reuse = |source| AttachError::Reuse {
             path: path.clone(),
             source,
-        })?;
-        if linked != 0 && Some(linked) == ifindex(interface) {
-            let reuse = |source| AttachError::Reuse {
+        };
+        let link = FdLink::from(PinnedLink::from_pin(&path).map_err(reuse)?);
+        let link = XdpLink::try_from(link).map_err(reuse)?;
+        let id = xdp
+            .attach_to_link(link)
+            .map_err(|source| AttachError::Replace {
                 path: path.clone(),
                 source,
-            };
-            let link = FdLink::from(PinnedLink::from_pin(&path).map_err(reuse)?);
-            let link = XdpLink::try_from(link).map_err(reuse)?;
-            let id = xdp
-                .attach_to_link(link)
-                .map_err(|source| AttachError::Replace {
-                    path: path.clone(),
-                    source,
-                })?;
-            // The program keeps the link's fd; closed here, the pin alone holds the link, so
-            // that `blocker detach` detaches at once, as after a first attach, even with us
-            // running.
-            if let Ok(link) = xdp.take_link(id) {
-                // Taking the fd out of the wrapper, whose drop would detach (netlink link).
-                let _closed = FdLink::try_from(link);
-            }
-            return Ok(Attached::Replaced);
+            })?;
+        // The program keeps the link's fd; closed here, the pin alone holds the link, so that
+        // `blocker detach` detaches at once, as after a first attach, even with us running.
+        if let Ok(link) = xdp.take_link(id) {
+            // Taking the fd out of the wrapper, whose drop would detach (netlink link).
+            let _closed = FdLink::try_from(link);
         }
-        // The name is another interface's now: the kernel let the link go with the one it was
-        // on (deleted, and maybe made again since, as networkd does with VLANs and bonds), or
-        // that one was renamed and this name given to another. Removing the pin detaches it
-        // from wherever it still is.
-        tracing::warn!(
-            interface,
-            "the pinned XDP link is not on this interface (deleted and made again, or renamed?); attaching anew"
-        );
-        std::fs::remove_file(&path).map_err(|source| AttachError::StalePin {
-            path: path.clone(),
-            source,
-        })?;
+        return Ok(Attached::Replaced);
     }
     let id = xdp.attach(interface, xdp_mode(mode)).map_err(error)?;
     let pin_error = |source: Box<dyn std::error::Error + Send + Sync>| AttachError::Pin {
