@@ -1,5 +1,6 @@
 //! The raw `bpf(2)` calls the benchmark needs and aya 0.14 does not offer: loading a program
-//! from hand-written instructions (the empty floors and the flood generator), timing
+//! from hand-written instructions (the empty floors, the flood generator and the rotating
+//! harness), with the few maps they use, timing
 //! `BPF_PROG_TEST_RUN` on any program fd (one code path for the floors and for blocker, so
 //! both are measured alike), live-frames mode, `BPF_LINK_CREATE` for XDP, and naming map fds.
 
@@ -11,18 +12,27 @@ use std::{
 
 // `enum bpf_cmd`, `enum bpf_prog_type`, `enum bpf_attach_type` and flags, from
 // include/uapi/linux/bpf.h and if_link.h.
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-/// Helper id of `bpf_get_prandom_u32`.
+/// Helper ids.
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_PRANDOM_U32: i32 = 7;
+const HELPER_TAIL_CALL: i32 = 12;
+/// `src_reg` of a 64-bit immediate load that names a map by fd.
+const BPF_PSEUDO_MAP_FD: u8 = 1;
 
 /// XDP verdicts.
+pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
@@ -81,6 +91,173 @@ pub const fn spraying_tx() -> [Insn; 12] {
         mov_r0(XDP_TX),                          // tx: r0 = XDP_TX
         EXIT,
     ]
+}
+
+/// `dst = map` (two instructions): a 64-bit immediate load of a map named by its fd.
+fn load_map(dst: u8, map: BorrowedFd<'_>) -> [Insn; 2] {
+    [
+        insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map.as_raw_fd()),
+        insn(0, 0, 0, 0, 0),
+    ]
+}
+
+/// Where [`rotating`] keeps its state, in the frame's MAC addresses (blocker reads neither):
+/// the destination's first 4 bytes hold the base index, the source's first 4 the counter.
+pub const ROTATION_BASE: usize = 0;
+pub const ROTATION_COUNTER: usize = 6;
+
+/// A harness that makes `BPF_PROG_TEST_RUN`'s repeats of one frame come from many sources:
+/// each run writes `sources[base + counter]` (`src_len` bytes, a multiple of 4) at
+/// `src_offset` in the frame, advances the counter modulo `cycle`, and tail-calls the program in
+/// slot 0 of `target`. Without a test run, the kernel does not reset the frame between repeats,
+/// so the counter lives in the frame. `XDP_ABORTED` if anything is amiss (a short frame, an
+/// index past the map, an empty slot).
+#[must_use]
+pub fn rotating(
+    sources: BorrowedFd<'_>,
+    cycle: u32,
+    src_offset: i16,
+    src_len: i16,
+    target: BorrowedFd<'_>,
+) -> Vec<Insn> {
+    #![expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "offsets within a frame's first 64 bytes"
+    )]
+    const BASE: i16 = ROTATION_BASE as i16;
+    const COUNTER: i16 = ROTATION_COUNTER as i16;
+    let end = i32::from((src_offset + src_len).max(COUNTER + 4));
+    let cycle = i32::try_from(cycle).expect("a cycle below 2^31");
+    let mut p = vec![insn(0xbf, 6, 1, 0, 0)]; // r6 = ctx
+    let mut to_abort = Vec::new();
+    // r2 = ctx->data, r3 = ctx->data_end; `if r2 + end > r3 goto abort` (its last).
+    let bounds = [
+        insn(0x61, 2, 6, 0, 0),
+        insn(0x61, 3, 6, 4, 0),
+        insn(0xbf, 4, 2, 0, 0),
+        insn(0x07, 4, 0, 0, end),
+        insn(0x2d, 4, 3, 0, 0),
+    ];
+    p.extend(bounds);
+    to_abort.push(p.len() - 1);
+    p.extend([
+        insn(0x61, 7, 2, COUNTER, 0), // r7 = counter
+        insn(0xbf, 8, 7, 0, 0),       // r8 = r7 + 1, or 0 at `cycle`
+        insn(0x07, 8, 0, 0, 1),
+        insn(0xa5, 8, 0, 1, cycle), // if r8 < cycle skip the next
+        insn(0xb7, 8, 0, 0, 0),
+        insn(0x63, 2, 8, COUNTER, 0), // counter = r8
+        insn(0x61, 9, 2, BASE, 0),    // r7 += base
+        insn(0x0f, 7, 9, 0, 0),
+        insn(0x63, 10, 7, -4, 0), // key on the stack
+    ]);
+    p.extend(load_map(1, sources));
+    p.extend([
+        insn(0xbf, 2, 10, 0, 0),
+        insn(0x07, 2, 0, 0, -4),
+        insn(0x85, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM),
+    ]);
+    to_abort.push(p.len());
+    p.push(insn(0x15, 0, 0, 0, 0)); // if r0 == NULL goto abort
+    p.extend(bounds); // the call clobbered r2..r5
+    to_abort.push(p.len() - 1);
+    for word in (0..src_len).step_by(4) {
+        p.push(insn(0x61, 5, 0, word, 0));
+        p.push(insn(0x63, 2, 5, src_offset + word, 0));
+    }
+    p.push(insn(0xbf, 1, 6, 0, 0));
+    p.extend(load_map(2, target));
+    p.extend([
+        insn(0xb7, 3, 0, 0, 0),
+        insn(0x85, 0, 0, 0, HELPER_TAIL_CALL),
+    ]);
+    let abort = p.len();
+    for at in to_abort {
+        p[at].off = i16::try_from(abort - at - 1).expect("a short program");
+    }
+    p.extend([mov_r0(XDP_ABORTED), EXIT]);
+    p
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// A map with `u32` keys, created by fd for hand-written programs; freed when dropped (and
+/// no program holds it).
+pub struct RawMap {
+    fd: OwnedFd,
+}
+
+impl RawMap {
+    /// Every `RawMap`'s name starts so, which keeps it out of [`map_memory`].
+    pub const NAME_PREFIX: &str = "bench_";
+
+    /// An array of `max_entries` values of `value_size` bytes.
+    pub fn array(name: &str, value_size: u32, max_entries: u32) -> io::Result<RawMap> {
+        RawMap::create(name, BPF_MAP_TYPE_ARRAY, value_size, max_entries)
+    }
+
+    /// A one-slot program array, for a tail call.
+    pub fn prog_array(name: &str) -> io::Result<RawMap> {
+        RawMap::create(name, BPF_MAP_TYPE_PROG_ARRAY, 4, 1)
+    }
+
+    fn create(name: &str, map_type: u32, value_size: u32, max_entries: u32) -> io::Result<RawMap> {
+        assert!(name.starts_with(RawMap::NAME_PREFIX), "{name}");
+        let mut attr = MapCreateAttr {
+            map_type,
+            key_size: 4,
+            value_size,
+            max_entries,
+            ..MapCreateAttr::default()
+        };
+        let len = name.len().min(15);
+        attr.map_name[..len].copy_from_slice(&name.as_bytes()[..len]);
+        let fd = bpf(BPF_MAP_CREATE, &mut attr)
+            .map_err(|e| io::Error::new(e.kind(), format!("create map {name}: {e}")))?;
+        // SAFETY: BPF_MAP_CREATE returns a new fd that we now own.
+        Ok(RawMap {
+            fd: unsafe { OwnedFd::from_raw_fd(fd_of(fd)) },
+        })
+    }
+
+    /// Writes `value` (the map's value size) at `index`.
+    pub fn set(&self, index: u32, value: &[u8]) -> io::Result<()> {
+        let mut attr = MapElemAttr {
+            map_fd: u32::try_from(self.fd.as_raw_fd()).expect("fds are positive"),
+            _pad: 0,
+            key: std::ptr::from_ref(&index) as u64,
+            value: user_ptr(value),
+            flags: 0,
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+    }
+}
+
+impl AsFd for RawMap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
@@ -306,8 +483,8 @@ fn map_name(fd: i32) -> Option<String> {
     Some(String::from_utf8_lossy(&info.name[..len]).into_owned())
 }
 
-/// Kernel memory (`memlock` in `/proc/self/fdinfo`) of every BPF map this process holds,
-/// summed by map name.
+/// Kernel memory (`memlock` in `/proc/self/fdinfo`) of every BPF map this process holds but
+/// the benchmark's own ([`RawMap`]s, named `bench_*`), summed by map name.
 #[must_use]
 pub fn map_memory() -> Vec<(String, u64)> {
     let mut by_name: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
@@ -334,7 +511,9 @@ pub fn map_memory() -> Vec<(String, u64)> {
                     .find_map(|l| l.strip_prefix("memlock:"))
                     .and_then(|v| v.trim().parse::<u64>().ok())
             });
-        if let (Some(name), Some(memlock)) = (map_name(fd), memlock) {
+        if let (Some(name), Some(memlock)) = (map_name(fd), memlock)
+            && !name.starts_with(RawMap::NAME_PREFIX)
+        {
             *by_name.entry(name).or_default() += memlock;
         }
     }

@@ -10,16 +10,23 @@
 //! wall-clock time divided by `repeat` (the kernel's own figure is whole nanoseconds, too coarse
 //! for a 2-instruction program; the call's fixed cost is < 0.01 ns per repeat at 1,000,000).
 //!
-//! Spread: the kernel repeats one frame, so a single run only ever touches one map entry. To
-//! touch many, each source gets its own run (`repeat = 1`, timed by the kernel, which brackets
-//! the program with two clock reads), in random order over >= 65,536 distinct entries at the
-//! large sizes. The same number of one-run calls on the hot source measures what such a call
-//! costs besides the entry's cache misses: the clock reads, and the program's code and the
-//! stack's data gone cold during a system call. So a spread packet costs
-//! `hot_loop + (per_frame_spread - per_frame_hot)`, in the hot loop's units: the program's code
-//! stays hot, as in a flood, while its map entries are cold, as in a flood from many sources.
+//! Spread: the kernel repeats one frame, so the program alone would only ever touch one map
+//! entry. A small harness ([`bpf::rotating`], attached like the others) runs first in each
+//! repeat: it writes the next of >= 65,536 banned sources (at the large sizes; random order)
+//! into the frame and tail-calls blocker. The same harness cycling through as many copies of
+//! the hot source measures what it adds besides the entries' cache misses (its own array, the
+//! tail call), so a spread packet costs `hot + (rotating spread - rotating hot)`: code hot and
+//! packets back to back, as in a flood, with map entries cold, as in a flood from many sources.
+//!
+//! Also reported, as a bound: each source in its own run (`repeat = 1`, timed by the kernel),
+//! less as many one-run calls on the hot source. It also checks each source's verdict. It
+//! overstates: between two system calls the kernel's own entry and exit evict the entries (and
+//! TLB entries) a flood would keep, which shows at sizes whose maps fit in the caches.
 
-use std::os::fd::{AsFd as _, BorrowedFd};
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+};
 
 use rand::{SeedableRng as _, rngs::StdRng};
 
@@ -27,7 +34,7 @@ use crate::packet::{ACK, Frame, udp};
 
 use super::{
     Blocker, Stat,
-    bpf::{self, RawXdp, XDP_DROP, XDP_PASS},
+    bpf::{self, RawMap, RawXdp, XDP_DROP, XDP_PASS},
     sets::{BanSet, Family, FamilySet},
 };
 
@@ -84,7 +91,10 @@ impl Traffic {
 #[serde(rename_all = "snake_case")]
 pub enum Pattern {
     Hot,
+    /// Sources spread over many entries, measured in the kernel's loop (the target's figure).
     Spread,
+    /// The same sources, one system call each: a bound from above.
+    SpreadOneRun,
 }
 
 /// One measured case.
@@ -100,10 +110,11 @@ pub struct Row {
     pub pattern: Pattern,
     /// Nanoseconds per packet, one value per round.
     pub ns: Stat,
-    /// Spread only: the kernel's one-run-per-frame figures behind `ns`, for the spread
-    /// sources and for as many runs on the hot source.
-    pub per_frame_ns: Option<Stat>,
-    pub per_frame_hot_ns: Option<Stat>,
+    /// Spread: the rotating harness's figures behind `ns`, through the spread sources and
+    /// through as many copies of the hot source. One-run: the kernel's one-run-per-frame
+    /// figures, likewise.
+    pub raw_spread_ns: Option<Stat>,
+    pub raw_hot_ns: Option<Stat>,
     /// Spread only: distinct banned entries the sources cover.
     pub sources: Option<usize>,
 }
@@ -172,6 +183,9 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
     let ns = super::namespace("pp");
     super::veth_pair(&ns, "pp0", "pp1");
     super::veth_pair(&ns, "pp2", "pp3");
+    super::veth_pair(&ns, "pp4", "pp5");
+    let rotations = [(Family::V4, "pp4"), (Family::V6, "pp5")]
+        .map(|(family, dev)| Rotation::new(family, config.spread, &ns, dev));
     let _links = [(&drop, "pp0"), (&pass, "pp1")].map(|(prog, dev)| {
         let index = super::ifindex(&ns, dev);
         ns.run(|| bpf::attach_xdp(prog.as_fd(), index))
@@ -200,9 +214,15 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
             info.map_memory.iter().map(|m| m.1).sum::<u64>() >> 20
         ));
         sizes.push(info);
-        for family in Family::BOTH {
+        for (family, rotation) in Family::BOTH.into_iter().zip(&rotations) {
             rows.extend(measure_family(
-                config, &blocker, &drop, &pass, &set, size, family,
+                config,
+                &blocker,
+                [&drop, &pass],
+                rotation,
+                &set,
+                size,
+                family,
             ));
         }
         for row in rows.iter().filter(|r| r.size == size) {
@@ -225,11 +245,85 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
     }
 }
 
+/// [`bpf::rotating`] for one family, attached to an interface of its own, with its sources
+/// in two halves: `[0, cycle)` the spread sources, `[cycle, 2 * cycle)` the hot one.
+struct Rotation {
+    sources: RawMap,
+    target: RawMap,
+    prog: RawXdp,
+    cycle: u32,
+    _link: OwnedFd,
+}
+
+impl Rotation {
+    fn new(family: Family, cycle: usize, ns: &super::Netns, interface: &str) -> Rotation {
+        let (offset, len): (i16, u8) = match family {
+            Family::V4 => (14 + 12, 4),
+            Family::V6 => (14 + 8, 16),
+        };
+        let cycle = u32::try_from(cycle).expect("a spread below 2^31");
+        let sources = RawMap::array("bench_sources", u32::from(len), 2 * cycle)
+            .expect("create the rotation's sources");
+        let target = RawMap::prog_array("bench_target").expect("create the rotation's slot");
+        let prog = RawXdp::load(
+            "rotating",
+            &bpf::rotating(
+                sources.as_fd(),
+                cycle,
+                offset,
+                i16::from(len),
+                target.as_fd(),
+            ),
+        )
+        .expect("load the rotating harness");
+        let index = super::ifindex(ns, interface);
+        let link = ns
+            .run(|| bpf::attach_xdp(prog.as_fd(), index))
+            .expect("attach the rotating harness");
+        Rotation {
+            sources,
+            target,
+            prog,
+            cycle,
+            _link: link,
+        }
+    }
+
+    /// Points the harness at `blocker`, through `spread` (repeated to fill the cycle) and `hot`.
+    fn aim(&self, blocker: BorrowedFd<'_>, spread: &[IpAddr], hot: IpAddr) {
+        let fd = blocker.as_raw_fd().to_ne_bytes();
+        self.target.set(0, &fd).expect("put blocker in the slot");
+        let bytes = |a: IpAddr| match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        for (i, source) in (0..self.cycle).zip(spread.iter().cycle()) {
+            self.sources
+                .set(i, &bytes(*source))
+                .expect("a spread source");
+            self.sources
+                .set(self.cycle + i, &bytes(hot))
+                .expect("the hot source");
+        }
+    }
+
+    /// Nanoseconds per packet through the spread half, then through the hot half.
+    fn spread_and_hot(&self, frame: &[u8], repeat: u32) -> (f64, f64) {
+        let through = |base: u32| {
+            let mut frame = frame.to_vec();
+            frame[bpf::ROTATION_BASE..][..4].copy_from_slice(&base.to_ne_bytes());
+            frame[bpf::ROTATION_COUNTER..][..4].fill(0);
+            hot_ns(self.prog.as_fd(), &frame, repeat, XDP_DROP)
+        };
+        (through(0), through(self.cycle))
+    }
+}
+
 fn measure_family(
     config: &Config,
     blocker: &Blocker,
-    drop: &RawXdp,
-    pass: &RawXdp,
+    [drop, pass]: [&RawXdp; 2],
+    rotation: &Rotation,
     set: &BanSet,
     size: usize,
     family: Family,
@@ -244,16 +338,20 @@ fn measure_family(
         })
         .collect();
     let floor_frame = &cases[0].1;
-    let spread_frames: Vec<Vec<u8>> = if entries > 1 {
+    let spread_sources: Vec<IpAddr> = if entries > 1 {
         let mut rng = StdRng::seed_from_u64(super::SEED ^ size as u64);
         fam.spread_sources(config.spread, &mut rng)
-            .into_iter()
-            .map(|src| Frame::syn(src, 25).bytes())
-            .collect()
     } else {
         Vec::new()
     };
+    let spread_frames: Vec<Vec<u8>> = spread_sources
+        .iter()
+        .map(|&src| Frame::syn(src, 25).bytes())
+        .collect();
     let (drop_fd, pass_fd, blocker_fd) = (drop.as_fd(), pass.as_fd(), blocker.fd());
+    if !spread_sources.is_empty() {
+        rotation.aim(blocker_fd, &spread_sources, fam.hot_source());
+    }
     // Warm up caches, the CPU's frequency and the frames' pages.
     for (_, frame, expect) in &cases {
         hot_ns(blocker_fd, frame, config.repeat.min(100_000), *expect);
@@ -261,8 +359,8 @@ fn measure_family(
     let mut floor_drop = Stat::default();
     let mut floor_pass = Stat::default();
     let mut hot: Vec<Stat> = vec![Stat::default(); cases.len()];
-    let (mut spread, mut per_frame_spread, mut per_frame_hot) =
-        (Stat::default(), Stat::default(), Stat::default());
+    let mut spread = [(); 3].map(|()| Stat::default());
+    let mut one_run = [(); 3].map(|()| Stat::default());
     for _ in 0..config.rounds {
         // Each round measures everything once, so drift hits every case alike.
         floor_drop.push(hot_ns(drop_fd, floor_frame, config.repeat, XDP_DROP));
@@ -272,6 +370,9 @@ fn measure_family(
         }
         if !spread_frames.is_empty() {
             let hot_frame = cases[0].1.as_slice();
+            let hot_loop = hot[0].0.last().copied().expect("measured above");
+            let (through_spread, through_hot) = rotation.spread_and_hot(hot_frame, config.repeat);
+            push_spread(&mut spread, hot_loop, through_spread, through_hot);
             let spread_ns = per_frame_ns(
                 blocker_fd,
                 spread_frames.iter().map(Vec::as_slice),
@@ -282,9 +383,7 @@ fn measure_family(
                 std::iter::repeat_n(hot_frame, spread_frames.len()),
                 XDP_DROP,
             );
-            per_frame_spread.push(spread_ns);
-            per_frame_hot.push(hot_ns);
-            spread.push(hot[0].0.last().copied().expect("measured above") + spread_ns - hot_ns);
+            push_spread(&mut one_run, hot_loop, spread_ns, hot_ns);
         }
     }
     let row = |program, traffic, pattern, ns| Row {
@@ -295,8 +394,8 @@ fn measure_family(
         traffic,
         pattern,
         ns,
-        per_frame_ns: None,
-        per_frame_hot_ns: None,
+        raw_spread_ns: None,
+        raw_hot_ns: None,
         sources: None,
     };
     let mut rows = vec![
@@ -310,12 +409,24 @@ fn measure_family(
             .map(|((t, _, _), ns)| row(BLOCKER, Some(*t), Pattern::Hot, ns)),
     );
     if !spread_frames.is_empty() {
-        rows.push(Row {
-            per_frame_ns: Some(per_frame_spread),
-            per_frame_hot_ns: Some(per_frame_hot),
-            sources: Some(spread_frames.len()),
-            ..row(BLOCKER, Some(Traffic::BannedSyn), Pattern::Spread, spread)
-        });
+        for (pattern, [ns, raw_spread, raw_hot]) in
+            [(Pattern::Spread, spread), (Pattern::SpreadOneRun, one_run)]
+        {
+            rows.push(Row {
+                raw_spread_ns: Some(raw_spread),
+                raw_hot_ns: Some(raw_hot),
+                sources: Some(spread_frames.len()),
+                ..row(BLOCKER, Some(Traffic::BannedSyn), pattern, ns)
+            });
+        }
     }
     rows
+}
+
+/// Records one round of a spread measure: `[figure, raw spread, raw hot]`, the figure being
+/// the hot loop's cost plus what the spread sources add over the hot one.
+fn push_spread(stats: &mut [Stat; 3], hot_loop: f64, raw_spread: f64, raw_hot: f64) {
+    stats[0].push(hot_loop + raw_spread - raw_hot);
+    stats[1].push(raw_spread);
+    stats[2].push(raw_hot);
 }
