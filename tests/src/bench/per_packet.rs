@@ -371,7 +371,14 @@ fn measure_family(
         if !spread_frames.is_empty() {
             let hot_frame = cases[0].1.as_slice();
             let hot_loop = hot[0].0.last().copied().expect("measured above");
+            let dropped_before = dropped(blocker);
             let (through_spread, through_hot) = rotation.spread_and_hot(hot_frame, config.repeat);
+            // The last verdict alone would not show a source the harness got wrong.
+            assert_eq!(
+                dropped(blocker) - dropped_before,
+                2 * u64::from(config.repeat),
+                "blocker passed some of the harness's banned sources"
+            );
             push_spread(&mut spread, hot_loop, through_spread, through_hot);
             let spread_ns = per_frame_ns(
                 blocker_fd,
@@ -421,6 +428,12 @@ fn measure_family(
         }
     }
     rows
+}
+
+/// Packets blocker has dropped, over all CPUs, families and origins.
+fn dropped(blocker: &Blocker) -> u64 {
+    let stats = blocker.maps.stats().expect("read blocker's counters");
+    stats.iter().flat_map(|s| s.dropped_packets).sum()
 }
 
 /// Records one round of a spread measure: `[figure, raw spread, raw hot]`, the figure being
