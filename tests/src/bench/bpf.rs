@@ -69,6 +69,22 @@ pub const fn returning(action: u32) -> [Insn; 2] {
     [mov_r0(action), EXIT]
 }
 
+/// `XDP_DROP` after one load of the IPv4 source address (bounds-checked): what any filter
+/// pays to look at a packet, beside the empty program, which never touches it.
+#[must_use]
+pub const fn reading_drop() -> [Insn; 8] {
+    [
+        insn(0x61, 2, 1, 0, 0),       // r2 = ctx->data
+        insn(0x61, 3, 1, 4, 0),       // r3 = ctx->data_end
+        insn(0xbf, 4, 2, 0, 0),       // r4 = r2
+        insn(0x07, 4, 0, 0, 34),      // r4 += Ethernet + IPv4 headers
+        insn(0x2d, 4, 3, 1, 0),       // if r4 > r3 goto drop
+        insn(0x61, 5, 2, 14 + 12, 0), // r5 = the source address
+        mov_r0(XDP_DROP),             // drop: r0 = XDP_DROP
+        EXIT,
+    ]
+}
+
 /// The flood generator, for live-frames mode: puts a random value in the low 16 bits of the
 /// IPv4 source and its ones' complement in the IP ID, so the one's-complement sum of the header,
 /// hence its checksum, is unchanged (the frame must start with `src_low + id == 0xffff`), then

@@ -15,7 +15,11 @@
 //! has GRO on, which gives veth its NAPI (and so the ring that takes XDP frames) without an XDP
 //! program, for the nftables case.
 //!
-//! Drops are read from the receiver's `rx_queue_0_xdp_drops` (empty `XDP_DROP` and blocker).
+//! Beside the empty `XDP_DROP` program (the ceiling), one that reads the IPv4 source before
+//! dropping tells what looking at a frame written on the other CPU costs, apart from what
+//! blocker does with it.
+//!
+//! Drops are read from the receiver's `rx_queue_0_xdp_drops` (the XDP programs).
 //! nftables has an interval set per family and a `prerouting` chain at priority `raw` matching
 //! flags and ports first, the set last, with a counter as a firewall bouncer's rules have; its
 //! drops are the frames the NAPI took minus those counted by a set-less table's chain right
@@ -105,6 +109,8 @@ pub struct Results {
 }
 
 pub const CEILING: &str = "empty XDP_DROP";
+/// Not a target's reference: shows what reading the packet costs here (see the report).
+pub const READING: &str = "XDP_DROP reading the source";
 pub const BLOCKER: &str = "blocker";
 pub const NFTABLES: &str = "nftables";
 
@@ -339,15 +345,18 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
         row
     };
     let mut rows = Vec::new();
-    {
-        let empty = RawXdp::load("empty_drop", &bpf::returning(XDP_DROP))
-            .expect("load the empty XDP_DROP program");
+    for (filter, program) in [
+        (CEILING, &bpf::returning(XDP_DROP)[..]),
+        (READING, &bpf::reading_drop()[..]),
+    ] {
+        let prog = RawXdp::load("floor_drop", program)
+            .unwrap_or_else(|e| panic!("load the {filter} program: {e}"));
         let index = super::ifindex(&wire.rx, &wire.rx_if);
         let _link = wire
             .rx
-            .run(|| bpf::attach_xdp(empty.as_fd(), index))
-            .expect("attach the empty XDP_DROP program");
-        rows.push(measure(CEILING, None, None, None, &xdp_drops, log));
+            .run(|| bpf::attach_xdp(prog.as_fd(), index))
+            .unwrap_or_else(|e| panic!("attach the {filter} program: {e}"));
+        rows.push(measure(filter, None, None, None, &xdp_drops, log));
     }
     for &size in &config.sizes {
         let set = if size == 1 {
