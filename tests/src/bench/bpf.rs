@@ -1,6 +1,6 @@
 //! The raw `bpf(2)` calls the benchmark needs and aya 0.14 does not offer: loading a program
-//! from hand-written instructions (the empty floors, the flood generator and the rotating
-//! harness), with the few maps they use, timing
+//! from hand-written instructions (the empty floors, the flood's reading drop and generator,
+//! and the rotating harness), with the few maps they use, timing
 //! `BPF_PROG_TEST_RUN` on any program fd (one code path for the floors and for blocker, so
 //! both are measured alike), live-frames mode, `BPF_LINK_CREATE` for XDP, and naming map fds.
 
@@ -118,16 +118,17 @@ fn load_map(dst: u8, map: BorrowedFd<'_>) -> [Insn; 2] {
 }
 
 /// Where [`rotating`] keeps its state, in the frame's MAC addresses (blocker reads neither):
-/// the destination's first 4 bytes hold the base index, the source's first 4 the counter.
-pub const ROTATION_BASE: usize = 0;
+/// bytes 2..6 hold the base index, 6..10 the counter (both 4-aligned in the kernel's buffer,
+/// whose frame starts 2 bytes past a 4-byte boundary).
+pub const ROTATION_BASE: usize = 2;
 pub const ROTATION_COUNTER: usize = 6;
 
 /// A harness that makes `BPF_PROG_TEST_RUN`'s repeats of one frame come from many sources:
 /// each run writes `sources[base + counter]` (`src_len` bytes, a multiple of 4) at
 /// `src_offset` in the frame, advances the counter modulo `cycle`, and tail-calls the program in
-/// slot 0 of `target`. Without a test run, the kernel does not reset the frame between repeats,
-/// so the counter lives in the frame. `XDP_ABORTED` if anything is amiss (a short frame, an
-/// index past the map, an empty slot).
+/// slot 0 of `target`. Within one test run (not in live-frames mode) the kernel does not reset
+/// the frame between repeats, so the counter lives in the frame. `XDP_ABORTED` if anything is
+/// amiss (a short frame, an index past the map, an empty slot).
 #[must_use]
 pub fn rotating(
     sources: BorrowedFd<'_>,
@@ -143,6 +144,7 @@ pub fn rotating(
     )]
     const BASE: i16 = ROTATION_BASE as i16;
     const COUNTER: i16 = ROTATION_COUNTER as i16;
+    assert!(src_len > 0 && src_len % 4 == 0, "copied in 4-byte words");
     let end = i32::from((src_offset + src_len).max(COUNTER + 4));
     let cycle = i32::try_from(cycle).expect("a cycle below 2^31");
     let mut p = vec![insn(0xbf, 6, 1, 0, 0)]; // r6 = ctx
@@ -222,6 +224,7 @@ struct MapElemAttr {
 /// no program holds it).
 pub struct RawMap {
     fd: OwnedFd,
+    value_size: usize,
 }
 
 impl RawMap {
@@ -254,15 +257,17 @@ impl RawMap {
         // SAFETY: BPF_MAP_CREATE returns a new fd that we now own.
         Ok(RawMap {
             fd: unsafe { OwnedFd::from_raw_fd(fd_of(fd)) },
+            value_size: usize::try_from(value_size).expect("a value size"),
         })
     }
 
-    /// Writes `value` (the map's value size) at `index`.
+    /// Writes `value` (the map's value size: the kernel reads that many bytes) at `index`.
     pub fn set(&self, index: u32, value: &[u8]) -> io::Result<()> {
+        assert_eq!(value.len(), self.value_size, "a value of the map's size");
         let mut attr = MapElemAttr {
             map_fd: u32::try_from(self.fd.as_raw_fd()).expect("fds are positive"),
             _pad: 0,
-            key: std::ptr::from_ref(&index) as u64,
+            key: user_ptr(std::slice::from_ref(&index)),
             value: user_ptr(value),
             flags: 0,
         };
@@ -413,6 +418,27 @@ pub fn test_run(
     repeat: u32,
     live: Option<LiveFrames>,
 ) -> io::Result<RunResult> {
+    run(prog, data, repeat, live, None)
+}
+
+/// [`test_run`] without live frames, also giving the frame as the last repeat left it.
+pub fn test_run_frame(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    repeat: u32,
+) -> io::Result<(RunResult, Vec<u8>)> {
+    let mut out = vec![0; data.len()];
+    let result = run(prog, data, repeat, None, Some(&mut out))?;
+    Ok((result, out))
+}
+
+fn run(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    repeat: u32,
+    live: Option<LiveFrames>,
+    out: Option<&mut [u8]>,
+) -> io::Result<RunResult> {
     // `struct xdp_md`: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let ctx: [u32; 6];
     let mut attr = TestRunAttr {
@@ -422,6 +448,10 @@ pub fn test_run(
         repeat,
         ..TestRunAttr::default()
     };
+    if let Some(out) = out {
+        attr.data_size_out = u32::try_from(out.len()).expect("a frame");
+        attr.data_out = out.as_mut_ptr() as u64;
+    }
     if let Some(live) = live {
         ctx = [0, attr.data_size_in, 0, live.ingress_ifindex, 0, 0];
         attr.ctx_in = user_ptr(&ctx);

@@ -88,7 +88,7 @@ pub struct Round {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Row {
     pub filter: &'static str,
-    /// Entries per family (`None` for the empty program).
+    /// Entries per family (`None` for the programs without maps).
     pub size: Option<usize>,
     pub entries: Option<usize>,
     /// Seconds to load the set into the filter.
@@ -345,11 +345,11 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
         row
     };
     let mut rows = Vec::new();
-    for (filter, program) in [
-        (CEILING, &bpf::returning(XDP_DROP)[..]),
-        (READING, &bpf::reading_drop()[..]),
+    for (filter, name, program) in [
+        (CEILING, "empty_drop", &bpf::returning(XDP_DROP)[..]),
+        (READING, "reading_drop", &bpf::reading_drop()[..]),
     ] {
-        let prog = RawXdp::load("floor_drop", program)
+        let prog = RawXdp::load(name, program)
             .unwrap_or_else(|e| panic!("load the {filter} program: {e}"));
         let index = super::ifindex(&wire.rx, &wire.rx_if);
         let _link = wire

@@ -18,6 +18,11 @@
 //! tail call), so a spread packet costs `hot + (rotating spread - rotating hot)`: code hot and
 //! packets back to back, as in a flood, with map entries cold, as in a flood from many sources.
 //!
+//! Beside it, as a reference for the machine's state at that moment: reads of as many random
+//! cache lines spread over as many bytes as the address table, from user space, each read
+//! waiting for the one before ([`line_read_ns`]). It is what a cold table line costs here and
+//! now, whatever program reads it.
+//!
 //! Also reported, as a bound: each source in its own run (`repeat = 1`, timed by the kernel),
 //! less as many one-run calls on the hot source. It also checks each source's verdict. It
 //! overstates: between two system calls the kernel's own entry and exit evict the entries (and
@@ -149,6 +154,8 @@ pub struct Config {
 pub const EMPTY_DROP: &str = "empty XDP_DROP";
 pub const EMPTY_PASS: &str = "empty XDP_PASS";
 pub const BLOCKER: &str = "blocker";
+/// The reference beside the spread figures: not a program, a user-space read.
+pub const LINE_READ: &str = "user-space line read";
 
 /// Nanoseconds per packet of the hot loop; panics if the verdict is not `expect`.
 fn hot_ns(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32, expect: u32) -> f64 {
@@ -183,9 +190,7 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
     let ns = super::namespace("pp");
     super::veth_pair(&ns, "pp0", "pp1");
     super::veth_pair(&ns, "pp2", "pp3");
-    super::veth_pair(&ns, "pp4", "pp5");
-    let rotations = [(Family::V4, "pp4"), (Family::V6, "pp5")]
-        .map(|(family, dev)| Rotation::new(family, config.spread, &ns, dev));
+    super::veth_pair(&ns, ROTATION_INTERFACE, "pp5");
     let _links = [(&drop, "pp0"), (&pass, "pp1")].map(|(prog, dev)| {
         let index = super::ifindex(&ns, dev);
         ns.run(|| bpf::attach_xdp(prog.as_fd(), index))
@@ -214,12 +219,12 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
             info.map_memory.iter().map(|m| m.1).sum::<u64>() >> 20
         ));
         sizes.push(info);
-        for (family, rotation) in Family::BOTH.into_iter().zip(&rotations) {
+        for family in Family::BOTH {
             rows.extend(measure_family(
                 config,
                 &blocker,
                 [&drop, &pass],
-                rotation,
+                &ns,
                 &set,
                 size,
                 family,
@@ -245,77 +250,210 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
     }
 }
 
-/// [`bpf::rotating`] for one family, attached to an interface of its own, with its sources
-/// in two halves: `[0, cycle)` the spread sources, `[cycle, 2 * cycle)` the hot one.
+/// The harness interface in part 1's namespace.
+const ROTATION_INTERFACE: &str = "pp4";
+
+/// [`bpf::rotating`] aimed at blocker for one family and size, attached to
+/// [`ROTATION_INTERFACE`], with an array of `2 * cycle` sources: `[0, cycle)` the spread ones,
+/// `[cycle, 2 * cycle)` the hot one. Either way the harness runs the same code, tail call and
+/// array stream; only the entries blocker looks up differ.
 struct Rotation {
-    sources: RawMap,
-    target: RawMap,
+    sources: Vec<Vec<u8>>,
+    hot: Vec<u8>,
+    offset: usize,
     prog: RawXdp,
-    cycle: u32,
+    _slot: RawMap,
+    _array: RawMap,
     _link: OwnedFd,
 }
 
 impl Rotation {
-    fn new(family: Family, cycle: usize, ns: &super::Netns, interface: &str) -> Rotation {
-        let (offset, len): (i16, u8) = match family {
-            Family::V4 => (14 + 12, 4),
-            Family::V6 => (14 + 8, 16),
+    fn new(blocker: BorrowedFd<'_>, spread: &[IpAddr], hot: IpAddr, ns: &super::Netns) -> Rotation {
+        let bytes = |a: &IpAddr| match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
         };
-        let cycle = u32::try_from(cycle).expect("a spread below 2^31");
-        let sources = RawMap::array("bench_sources", u32::from(len), 2 * cycle)
+        let offset = if hot.is_ipv4() { 14 + 12 } else { 14 + 8 };
+        let hot = bytes(&hot);
+        let sources: Vec<Vec<u8>> = spread.iter().map(bytes).collect();
+        let cycle = u32::try_from(sources.len()).expect("a spread below 2^31");
+        let len = u32::try_from(hot.len()).expect("4 or 16");
+        let array = RawMap::array("bench_sources", len, cycle.checked_mul(2).expect("2^32"))
             .expect("create the rotation's sources");
-        let target = RawMap::prog_array("bench_target").expect("create the rotation's slot");
+        for (i, source) in (0..).zip(&sources) {
+            array.set(i, source).expect("a spread source");
+            array.set(cycle + i, &hot).expect("the hot source");
+        }
+        let slot = RawMap::prog_array("bench_target").expect("create the rotation's slot");
+        slot.set(0, &blocker.as_raw_fd().to_ne_bytes())
+            .expect("put blocker in the slot");
         let prog = RawXdp::load(
             "rotating",
             &bpf::rotating(
-                sources.as_fd(),
+                array.as_fd(),
                 cycle,
-                offset,
-                i16::from(len),
-                target.as_fd(),
+                i16::try_from(offset).expect("a header offset"),
+                i16::try_from(len).expect("4 or 16"),
+                slot.as_fd(),
             ),
         )
         .expect("load the rotating harness");
-        let index = super::ifindex(ns, interface);
+        let index = super::ifindex(ns, ROTATION_INTERFACE);
         let link = ns
             .run(|| bpf::attach_xdp(prog.as_fd(), index))
             .expect("attach the rotating harness");
         Rotation {
             sources,
-            target,
+            hot,
+            offset,
             prog,
-            cycle,
+            _slot: slot,
+            _array: array,
             _link: link,
         }
     }
 
-    /// Points the harness at `blocker`, through `spread` (repeated to fill the cycle) and `hot`.
-    fn aim(&self, blocker: BorrowedFd<'_>, spread: &[IpAddr], hot: IpAddr) {
-        let fd = blocker.as_raw_fd().to_ne_bytes();
-        self.target.set(0, &fd).expect("put blocker in the slot");
-        let bytes = |a: IpAddr| match a {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        for (i, source) in (0..self.cycle).zip(spread.iter().cycle()) {
-            self.sources
-                .set(i, &bytes(*source))
-                .expect("a spread source");
-            self.sources
-                .set(self.cycle + i, &bytes(hot))
-                .expect("the hot source");
-        }
-    }
-
-    /// Nanoseconds per packet through the spread half, then through the hot half.
+    /// Nanoseconds per packet through the spread half, then through the hot half. Checks that
+    /// each run went all the way round: the frame it leaves holds the counter at `repeat` and
+    /// the source of the last repeat.
     fn spread_and_hot(&self, frame: &[u8], repeat: u32) -> (f64, f64) {
-        let through = |base: u32| {
+        let cycle = self.sources.len();
+        let last = usize::try_from(repeat - 1).expect("a repeat count") % cycle;
+        let through = |base: usize, last_source: &[u8]| {
             let mut frame = frame.to_vec();
+            let base = u32::try_from(base).expect("a spread below 2^31");
             frame[bpf::ROTATION_BASE..][..4].copy_from_slice(&base.to_ne_bytes());
             frame[bpf::ROTATION_COUNTER..][..4].fill(0);
-            hot_ns(self.prog.as_fd(), &frame, repeat, XDP_DROP)
+            let (run, out) =
+                bpf::test_run_frame(self.prog.as_fd(), &frame, repeat).expect("BPF_PROG_TEST_RUN");
+            assert_eq!(
+                run.retval, XDP_DROP,
+                "unexpected verdict (or the harness aborted)"
+            );
+            let counter = u32::from_ne_bytes(
+                out[bpf::ROTATION_COUNTER..][..4]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            assert_eq!(
+                usize::try_from(counter).expect("a counter"),
+                (last + 1) % cycle,
+                "the harness did not go round"
+            );
+            assert_eq!(
+                &out[self.offset..][..last_source.len()],
+                last_source,
+                "the harness wrote the wrong source"
+            );
+            run.wall.as_secs_f64() * 1e9 / f64::from(repeat)
         };
-        (through(0), through(self.cycle))
+        (through(0, &self.sources[last]), through(cycle, &self.hot))
+    }
+}
+
+/// One spread measure's figures, a value per round: the figure (the hot loop's cost plus what
+/// the spread sources add over the hot one) and the two raw measures behind it.
+#[derive(Default)]
+struct SpreadStats {
+    figure: Stat,
+    raw_spread: Stat,
+    raw_hot: Stat,
+}
+
+impl SpreadStats {
+    fn push(&mut self, hot_loop: f64, raw_spread: f64, raw_hot: f64) {
+        self.figure.push(hot_loop + raw_spread - raw_hot);
+        self.raw_spread.push(raw_spread);
+        self.raw_hot.push(raw_hot);
+    }
+}
+
+/// The spread pattern for one family and size: its harness, its frames for the one-run bound,
+/// and its figures so far.
+struct Spread {
+    rotation: Rotation,
+    frames: Vec<Vec<u8>>,
+    table_bytes: usize,
+    in_loop: SpreadStats,
+    one_run: SpreadStats,
+    line_read: Stat,
+    rng: StdRng,
+}
+
+impl Spread {
+    /// `None` for a set too small to spread over (or with no entry frames may carry).
+    fn new(
+        config: &Config,
+        blocker: &Blocker,
+        fam: &FamilySet,
+        family: Family,
+        size: usize,
+        ns: &super::Netns,
+    ) -> Option<Spread> {
+        if fam.len() < 2 {
+            return None;
+        }
+        let mut rng = StdRng::seed_from_u64(super::SEED ^ size as u64);
+        let sources = fam.spread_sources(config.spread, &mut rng);
+        if sources.is_empty() {
+            return None;
+        }
+        Some(Spread {
+            rotation: Rotation::new(blocker.fd(), &sources, fam.hot_source(), ns),
+            frames: sources
+                .iter()
+                .map(|&src| Frame::syn(src, 25).bytes())
+                .collect(),
+            table_bytes: blocker.table_bytes(family),
+            in_loop: SpreadStats::default(),
+            one_run: SpreadStats::default(),
+            line_read: Stat::default(),
+            rng,
+        })
+    }
+
+    /// One round of every spread measure; `hot_loop` is this round's hot banned SYN.
+    fn round(&mut self, blocker: &Blocker, hot_frame: &[u8], hot_loop: f64, repeat: u32) {
+        let dropped_before = dropped(blocker);
+        let (spread, hot) = self.rotation.spread_and_hot(hot_frame, repeat);
+        // Every repeat, not only the last one the verdict shows.
+        assert_eq!(
+            dropped(blocker) - dropped_before,
+            2 * u64::from(repeat),
+            "blocker passed some of the harness's banned sources"
+        );
+        self.in_loop.push(hot_loop, spread, hot);
+        self.line_read.push(line_read_ns(
+            self.table_bytes,
+            self.frames.len(),
+            &mut self.rng,
+        ));
+        let blocker_fd = blocker.fd();
+        let spread = per_frame_ns(blocker_fd, self.frames.iter().map(Vec::as_slice), XDP_DROP);
+        let hot = per_frame_ns(
+            blocker_fd,
+            std::iter::repeat_n(hot_frame, self.frames.len()),
+            XDP_DROP,
+        );
+        self.one_run.push(hot_loop, spread, hot);
+    }
+
+    fn rows(self, row: impl Fn(&'static str, Option<Traffic>, Pattern, Stat) -> Row) -> [Row; 3] {
+        let sources = Some(self.frames.len());
+        let blocker_row = |pattern, stats: SpreadStats| Row {
+            raw_spread_ns: Some(stats.raw_spread),
+            raw_hot_ns: Some(stats.raw_hot),
+            sources,
+            ..row(BLOCKER, Some(Traffic::BannedSyn), pattern, stats.figure)
+        };
+        [
+            blocker_row(Pattern::Spread, self.in_loop),
+            blocker_row(Pattern::SpreadOneRun, self.one_run),
+            Row {
+                sources,
+                ..row(LINE_READ, None, Pattern::Spread, self.line_read)
+            },
+        ]
     }
 }
 
@@ -323,7 +461,7 @@ fn measure_family(
     config: &Config,
     blocker: &Blocker,
     [drop, pass]: [&RawXdp; 2],
-    rotation: &Rotation,
+    ns: &super::Netns,
     set: &BanSet,
     size: usize,
     family: Family,
@@ -337,21 +475,9 @@ fn measure_family(
             (t, frame, expect)
         })
         .collect();
-    let floor_frame = &cases[0].1;
-    let spread_sources: Vec<IpAddr> = if entries > 1 {
-        let mut rng = StdRng::seed_from_u64(super::SEED ^ size as u64);
-        fam.spread_sources(config.spread, &mut rng)
-    } else {
-        Vec::new()
-    };
-    let spread_frames: Vec<Vec<u8>> = spread_sources
-        .iter()
-        .map(|&src| Frame::syn(src, 25).bytes())
-        .collect();
+    let hot_frame = &cases[0].1;
     let (drop_fd, pass_fd, blocker_fd) = (drop.as_fd(), pass.as_fd(), blocker.fd());
-    if !spread_sources.is_empty() {
-        rotation.aim(blocker_fd, &spread_sources, fam.hot_source());
-    }
+    let mut spread = Spread::new(config, blocker, fam, family, size, ns);
     // Warm up caches, the CPU's frequency and the frames' pages.
     for (_, frame, expect) in &cases {
         hot_ns(blocker_fd, frame, config.repeat.min(100_000), *expect);
@@ -359,38 +485,16 @@ fn measure_family(
     let mut floor_drop = Stat::default();
     let mut floor_pass = Stat::default();
     let mut hot: Vec<Stat> = vec![Stat::default(); cases.len()];
-    let mut spread = [(); 3].map(|()| Stat::default());
-    let mut one_run = [(); 3].map(|()| Stat::default());
     for _ in 0..config.rounds {
         // Each round measures everything once, so drift hits every case alike.
-        floor_drop.push(hot_ns(drop_fd, floor_frame, config.repeat, XDP_DROP));
-        floor_pass.push(hot_ns(pass_fd, floor_frame, config.repeat, XDP_PASS));
+        floor_drop.push(hot_ns(drop_fd, hot_frame, config.repeat, XDP_DROP));
+        floor_pass.push(hot_ns(pass_fd, hot_frame, config.repeat, XDP_PASS));
         for ((_, frame, expect), stat) in cases.iter().zip(&mut hot) {
             stat.push(hot_ns(blocker_fd, frame, config.repeat, *expect));
         }
-        if !spread_frames.is_empty() {
-            let hot_frame = cases[0].1.as_slice();
+        if let Some(spread) = &mut spread {
             let hot_loop = hot[0].0.last().copied().expect("measured above");
-            let dropped_before = dropped(blocker);
-            let (through_spread, through_hot) = rotation.spread_and_hot(hot_frame, config.repeat);
-            // The last verdict alone would not show a source the harness got wrong.
-            assert_eq!(
-                dropped(blocker) - dropped_before,
-                2 * u64::from(config.repeat),
-                "blocker passed some of the harness's banned sources"
-            );
-            push_spread(&mut spread, hot_loop, through_spread, through_hot);
-            let spread_ns = per_frame_ns(
-                blocker_fd,
-                spread_frames.iter().map(Vec::as_slice),
-                XDP_DROP,
-            );
-            let hot_ns = per_frame_ns(
-                blocker_fd,
-                std::iter::repeat_n(hot_frame, spread_frames.len()),
-                XDP_DROP,
-            );
-            push_spread(&mut one_run, hot_loop, spread_ns, hot_ns);
+            spread.round(blocker, hot_frame, hot_loop, config.repeat);
         }
     }
     let row = |program, traffic, pattern, ns| Row {
@@ -415,31 +519,63 @@ fn measure_family(
             .zip(hot)
             .map(|((t, _, _), ns)| row(BLOCKER, Some(*t), Pattern::Hot, ns)),
     );
-    if !spread_frames.is_empty() {
-        for (pattern, [ns, raw_spread, raw_hot]) in
-            [(Pattern::Spread, spread), (Pattern::SpreadOneRun, one_run)]
-        {
-            rows.push(Row {
-                raw_spread_ns: Some(raw_spread),
-                raw_hot_ns: Some(raw_hot),
-                sources: Some(spread_frames.len()),
-                ..row(BLOCKER, Some(Traffic::BannedSyn), pattern, ns)
-            });
+    rows.extend(spread.into_iter().flat_map(|s| s.rows(row)));
+    rows
+}
+
+/// One cache line as [`line_read_ns`] reads it.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line {
+    next: usize,
+    _rest: [usize; 7],
+}
+
+/// Nanoseconds per read of one of `lines` random cache lines among `bytes` of ordinary memory
+/// in 4 KiB pages (as BPF arrays are), each read naming the next, in a cycle through all
+/// `lines`: the spread pattern without a program.
+fn line_read_ns(bytes: usize, lines: usize, rng: &mut StdRng) -> f64 {
+    let slots = (bytes / size_of::<Line>()).max(lines);
+    let mut memory: Vec<Line> = Vec::with_capacity(slots);
+    // This machine's default is 4 KiB pages unless asked, but a machine set to transparent
+    // huge pages "always" would give 2 MiB ones, and no BPF array has them.
+    let page = 4096;
+    let base = memory.as_mut_ptr().cast::<u8>();
+    let skip = base.addr().next_multiple_of(page) - base.addr();
+    let len = (slots * size_of::<Line>()).saturating_sub(skip) / page * page;
+    if len > 0 {
+        // SAFETY: advice on whole pages inside this allocation, none touched yet.
+        unsafe {
+            libc::madvise(base.add(skip).cast(), len, libc::MADV_NOHUGEPAGE);
         }
     }
-    rows
+    memory.resize(
+        slots,
+        Line {
+            next: 0,
+            _rest: [0; 7],
+        },
+    );
+    let picked = rand::seq::index::sample(rng, slots, lines).into_vec();
+    for (i, &at) in picked.iter().enumerate() {
+        memory[at].next = picked[(i + 1) % lines];
+    }
+    let mut at = picked[0];
+    for _ in 0..lines {
+        at = memory[at].next;
+    }
+    let reads = lines * 10;
+    let started = std::time::Instant::now();
+    for _ in 0..reads {
+        at = memory[at].next;
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(at);
+    elapsed.as_secs_f64() * 1e9 * super::ratio(1, reads)
 }
 
 /// Packets blocker has dropped, over all CPUs, families and origins.
 fn dropped(blocker: &Blocker) -> u64 {
     let stats = blocker.maps.stats().expect("read blocker's counters");
     stats.iter().flat_map(|s| s.dropped_packets).sum()
-}
-
-/// Records one round of a spread measure: `[figure, raw spread, raw hot]`, the figure being
-/// the hot loop's cost plus what the spread sources add over the hot one.
-fn push_spread(stats: &mut [Stat; 3], hot_loop: f64, raw_spread: f64, raw_hot: f64) {
-    stats[0].push(hot_loop + raw_spread - raw_hot);
-    stats[1].push(raw_spread);
-    stats[2].push(raw_hot);
 }
