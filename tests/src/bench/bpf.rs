@@ -69,18 +69,23 @@ pub const fn returning(action: u32) -> [Insn; 2] {
     [mov_r0(action), EXIT]
 }
 
-/// `XDP_DROP` after one load of the IPv4 source address (bounds-checked): what any filter
-/// pays to look at a packet, beside the empty program, which never touches it.
+/// `XDP_DROP` after one load of the IPv4 source address (bounds-checked), with the verdict
+/// computed from what was loaded (`(src & 1) | 1`, always 1), so that, as in blocker, nothing
+/// can be decided before the load completes: what any filter pays to look at a packet, beside
+/// the empty program, which never touches it.
 #[must_use]
-pub const fn reading_drop() -> [Insn; 8] {
+pub const fn reading_drop() -> [Insn; 10] {
     [
         insn(0x61, 2, 1, 0, 0),       // r2 = ctx->data
         insn(0x61, 3, 1, 4, 0),       // r3 = ctx->data_end
+        mov_r0(XDP_DROP),             // r0 = XDP_DROP
         insn(0xbf, 4, 2, 0, 0),       // r4 = r2
         insn(0x07, 4, 0, 0, 34),      // r4 += Ethernet + IPv4 headers
-        insn(0x2d, 4, 3, 1, 0),       // if r4 > r3 goto drop
-        insn(0x61, 5, 2, 14 + 12, 0), // r5 = the source address
-        mov_r0(XDP_DROP),             // drop: r0 = XDP_DROP
+        insn(0x2d, 4, 3, 3, 0),       // if r4 > r3 goto exit
+        insn(0x61, 0, 2, 14 + 12, 0), // r0 = the source address
+        insn(0x57, 0, 0, 0, 1),       // r0 &= 1
+        #[expect(clippy::cast_possible_wrap, reason = "XDP_DROP is 1")]
+        insn(0x47, 0, 0, 0, XDP_DROP as i32), // r0 |= XDP_DROP
         EXIT,
     ]
 }
@@ -117,15 +122,16 @@ fn load_map(dst: u8, map: BorrowedFd<'_>) -> [Insn; 2] {
     ]
 }
 
-/// Where [`rotating`] keeps its state, in the frame's MAC addresses (blocker reads neither):
-/// bytes 2..6 hold the base index, 6..10 the counter (both 4-aligned in the kernel's buffer,
-/// whose frame starts 2 bytes past a 4-byte boundary).
-pub const ROTATION_BASE: usize = 2;
-pub const ROTATION_COUNTER: usize = 6;
+/// Where [`rotating`] keeps its state, in the frame's MAC addresses (blocker reads neither),
+/// as 4-byte words: the base index, the counter (modulo the cycle) and the runs so far.
+pub const ROTATION_BASE: usize = 0;
+pub const ROTATION_COUNTER: usize = 4;
+pub const ROTATION_RUNS: usize = 8;
 
 /// A harness that makes `BPF_PROG_TEST_RUN`'s repeats of one frame come from many sources:
 /// each run writes `sources[base + counter]` (`src_len` bytes, a multiple of 4) at
-/// `src_offset` in the frame, advances the counter modulo `cycle`, and tail-calls the program in
+/// `src_offset` in the frame, advances the counter modulo `cycle` and the run count, and
+/// tail-calls the program in
 /// slot 0 of `target`. Within one test run (not in live-frames mode) the kernel does not reset
 /// the frame between repeats, so the counter lives in the frame. `XDP_ABORTED` if anything is
 /// amiss (a short frame, an index past the map, an empty slot).
@@ -144,8 +150,9 @@ pub fn rotating(
     )]
     const BASE: i16 = ROTATION_BASE as i16;
     const COUNTER: i16 = ROTATION_COUNTER as i16;
+    const RUNS: i16 = ROTATION_RUNS as i16;
     assert!(src_len > 0 && src_len % 4 == 0, "copied in 4-byte words");
-    let end = i32::from((src_offset + src_len).max(COUNTER + 4));
+    let end = i32::from((src_offset + src_len).max(RUNS + 4));
     let cycle = i32::try_from(cycle).expect("a cycle below 2^31");
     let mut p = vec![insn(0xbf, 6, 1, 0, 0)]; // r6 = ctx
     let mut to_abort = Vec::new();
@@ -166,7 +173,10 @@ pub fn rotating(
         insn(0xa5, 8, 0, 1, cycle), // if r8 < cycle skip the next
         insn(0xb7, 8, 0, 0, 0),
         insn(0x63, 2, 8, COUNTER, 0), // counter = r8
-        insn(0x61, 9, 2, BASE, 0),    // r7 += base
+        insn(0x61, 9, 2, RUNS, 0),    // runs += 1
+        insn(0x07, 9, 0, 0, 1),
+        insn(0x63, 2, 9, RUNS, 0),
+        insn(0x61, 9, 2, BASE, 0), // r7 += base
         insn(0x0f, 7, 9, 0, 0),
         insn(0x63, 10, 7, -4, 0), // key on the stack
     ]);
@@ -448,10 +458,11 @@ fn run(
         repeat,
         ..TestRunAttr::default()
     };
-    if let Some(out) = out {
+    let out_len = out.map(|out| {
         attr.data_size_out = u32::try_from(out.len()).expect("a frame");
         attr.data_out = out.as_mut_ptr() as u64;
-    }
+        attr.data_size_out
+    });
     if let Some(live) = live {
         ctx = [0, attr.data_size_in, 0, live.ingress_ifindex, 0, 0];
         attr.ctx_in = user_ptr(&ctx);
@@ -462,6 +473,10 @@ fn run(
     let start = Instant::now();
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     let wall = start.elapsed();
+    if let Some(len) = out_len {
+        // The program changes no length, so the frame comes back whole.
+        assert_eq!(attr.data_size_out, len, "the frame came back resized");
+    }
     Ok(RunResult {
         retval: attr.retval,
         kernel_ns: attr.duration,

@@ -335,7 +335,7 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
             .collect();
         let row = row(filter, size, entries, load_seconds, rounds);
         log(&format!(
-            "flood: {filter:<14} {:>9} entries: {:>6.2} Mpps dropped of {:>6.2} Mpps sent, receiver CPU {:>3.0} %, {:>6.1} ns per packet",
+            "flood: {filter:<28} {:>9} entries: {:>6.2} Mpps dropped of {:>6.2} Mpps sent, receiver CPU {:>3.0} %, {:>6.1} ns per packet",
             size.map_or_else(|| "-".to_owned(), |s| s.to_string()),
             row.dropped_pps.median() / 1e6,
             row.sent_pps.median() / 1e6,

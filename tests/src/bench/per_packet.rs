@@ -19,9 +19,9 @@
 //! packets back to back, as in a flood, with map entries cold, as in a flood from many sources.
 //!
 //! Beside it, as a reference for the machine's state at that moment: reads of as many random
-//! cache lines spread over as many bytes as the address table, from user space, each read
-//! waiting for the one before ([`line_read_ns`]). It is what a cold table line costs here and
-//! now, whatever program reads it.
+//! cache lines as there are sources (at most all of them) over as many bytes as the address
+//! table, from user space, each read waiting for the one before ([`line_read_ns`]). It is what
+//! a table line that is not in the core's own caches costs here and now, whatever reads it.
 //!
 //! Also reported, as a bound: each source in its own run (`repeat = 1`, timed by the kernel),
 //! less as many one-run calls on the hot source. It also checks each source's verdict. It
@@ -154,7 +154,8 @@ pub struct Config {
 pub const EMPTY_DROP: &str = "empty XDP_DROP";
 pub const EMPTY_PASS: &str = "empty XDP_PASS";
 pub const BLOCKER: &str = "blocker";
-/// The reference beside the spread figures: not a program, a user-space read.
+/// The reference beside the spread figures: not a program, a user-space read (its `ns` are
+/// per read, not per packet).
 pub const LINE_READ: &str = "user-space line read";
 
 /// Nanoseconds per packet of the hot loop; panics if the verdict is not `expect`.
@@ -276,7 +277,7 @@ impl Rotation {
         let offset = if hot.is_ipv4() { 14 + 12 } else { 14 + 8 };
         let hot = bytes(&hot);
         let sources: Vec<Vec<u8>> = spread.iter().map(bytes).collect();
-        let cycle = u32::try_from(sources.len()).expect("a spread below 2^31");
+        let cycle = u32::try_from(sources.len()).expect("a spread below 2^32");
         let len = u32::try_from(hot.len()).expect("4 or 16");
         let array = RawMap::array("bench_sources", len, cycle.checked_mul(2).expect("2^32"))
             .expect("create the rotation's sources");
@@ -313,30 +314,37 @@ impl Rotation {
         }
     }
 
-    /// Nanoseconds per packet through the spread half, then through the hot half. Checks that
-    /// each run went all the way round: the frame it leaves holds the counter at `repeat` and
-    /// the source of the last repeat.
+    /// Nanoseconds per packet through the spread half, then through the hot half, each after
+    /// an untimed pass round the cycle (so that no half starts colder than the other). Checks
+    /// from the frame each timed run leaves that the harness ran every repeat and went round:
+    /// its run count, its counter, and the source of the last repeat where the frame started
+    /// with none.
     fn spread_and_hot(&self, frame: &[u8], repeat: u32) -> (f64, f64) {
+        assert!(repeat > 0, "at least one repeat");
         let cycle = self.sources.len();
         let last = usize::try_from(repeat - 1).expect("a repeat count") % cycle;
         let through = |base: usize, last_source: &[u8]| {
             let mut frame = frame.to_vec();
-            let base = u32::try_from(base).expect("a spread below 2^31");
+            let base = u32::try_from(base).expect("an index below 2^32");
             frame[bpf::ROTATION_BASE..][..4].copy_from_slice(&base.to_ne_bytes());
             frame[bpf::ROTATION_COUNTER..][..4].fill(0);
-            let (run, out) =
-                bpf::test_run_frame(self.prog.as_fd(), &frame, repeat).expect("BPF_PROG_TEST_RUN");
+            frame[bpf::ROTATION_RUNS..][..4].fill(0);
+            frame[self.offset..][..last_source.len()].fill(0);
+            let run = |repeat| {
+                let (run, out) = bpf::test_run_frame(self.prog.as_fd(), &frame, repeat)
+                    .expect("BPF_PROG_TEST_RUN");
+                assert_eq!(
+                    run.retval, XDP_DROP,
+                    "unexpected verdict (or the harness aborted)"
+                );
+                (run, out)
+            };
+            run(u32::try_from(cycle).expect("a cycle below 2^32"));
+            let (timed, out) = run(repeat);
+            let word = |at: usize| u32::from_ne_bytes(out[at..][..4].try_into().expect("4 bytes"));
+            assert_eq!(word(bpf::ROTATION_RUNS), repeat, "the harness missed runs");
             assert_eq!(
-                run.retval, XDP_DROP,
-                "unexpected verdict (or the harness aborted)"
-            );
-            let counter = u32::from_ne_bytes(
-                out[bpf::ROTATION_COUNTER..][..4]
-                    .try_into()
-                    .expect("4 bytes"),
-            );
-            assert_eq!(
-                usize::try_from(counter).expect("a counter"),
+                usize::try_from(word(bpf::ROTATION_COUNTER)).expect("a counter"),
                 (last + 1) % cycle,
                 "the harness did not go round"
             );
@@ -345,7 +353,7 @@ impl Rotation {
                 last_source,
                 "the harness wrote the wrong source"
             );
-            run.wall.as_secs_f64() * 1e9 / f64::from(repeat)
+            timed.wall.as_secs_f64() * 1e9 / f64::from(repeat)
         };
         (through(0, &self.sources[last]), through(cycle, &self.hot))
     }
@@ -416,10 +424,12 @@ impl Spread {
     fn round(&mut self, blocker: &Blocker, hot_frame: &[u8], hot_loop: f64, repeat: u32) {
         let dropped_before = dropped(blocker);
         let (spread, hot) = self.rotation.spread_and_hot(hot_frame, repeat);
-        // Every repeat, not only the last one the verdict shows.
+        // Every repeat, not only the last one the verdict shows: each half's untimed pass
+        // round the cycle and its timed run.
+        let cycle = u64::try_from(self.frames.len()).expect("a spread count");
         assert_eq!(
             dropped(blocker) - dropped_before,
-            2 * u64::from(repeat),
+            2 * (cycle + u64::from(repeat)),
             "blocker passed some of the harness's banned sources"
         );
         self.in_loop.push(hot_loop, spread, hot);
@@ -531,20 +541,23 @@ struct Line {
     _rest: [usize; 7],
 }
 
-/// Nanoseconds per read of one of `lines` random cache lines among `bytes` of ordinary memory
-/// in 4 KiB pages (as BPF arrays are), each read naming the next, in a cycle through all
-/// `lines`: the spread pattern without a program.
+/// Nanoseconds per read of one of `lines` random cache lines (at most all of them) among
+/// `bytes` of ordinary memory in 4 KiB pages (as BPF arrays past 32 KiB are), each read naming
+/// the next, in a cycle through all of them: the spread pattern without a program. The lines
+/// are written just before, so a read finds its line wherever the caches kept it.
 fn line_read_ns(bytes: usize, lines: usize, rng: &mut StdRng) -> f64 {
-    let slots = (bytes / size_of::<Line>()).max(lines);
+    let slots = (bytes / size_of::<Line>()).max(1);
+    let lines = lines.clamp(1, slots);
     let mut memory: Vec<Line> = Vec::with_capacity(slots);
-    // This machine's default is 4 KiB pages unless asked, but a machine set to transparent
-    // huge pages "always" would give 2 MiB ones, and no BPF array has them.
+    // Only advice, and moot where transparent huge pages are "madvise" or "never": where they
+    // are "always", it keeps 2 MiB pages, which no BPF array has, off fresh memory (memory
+    // the allocator reuses from an earlier round keeps what it had).
     let page = 4096;
     let base = memory.as_mut_ptr().cast::<u8>();
     let skip = base.addr().next_multiple_of(page) - base.addr();
     let len = (slots * size_of::<Line>()).saturating_sub(skip) / page * page;
     if len > 0 {
-        // SAFETY: advice on whole pages inside this allocation, none touched yet.
+        // SAFETY: advice on whole pages inside this allocation; it changes no contents.
         unsafe {
             libc::madvise(base.add(skip).cast(), len, libc::MADV_NOHUGEPAGE);
         }

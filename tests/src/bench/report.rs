@@ -228,7 +228,7 @@ fn per_packet_targets(pp: &PerPacket, out: &mut Vec<Target>) {
                 let reference = case(pp, size, family, per_packet::LINE_READ, None, pattern)
                     .map_or(String::new(), |line| {
                         format!(
-                            "; a cold line alone: {:.1} ns from user space",
+                            "; a random line read over the table's bytes: {:.1} ns from user space",
                             line.ns.median()
                         )
                     });
@@ -427,7 +427,7 @@ const PER_PACKET_LINES: [(&str, &str, Option<Traffic>, Pattern); 10] = [
         Pattern::SpreadOneRun,
     ),
     (
-        "reference: a cold line of as many over the table's bytes, from user space",
+        "reference: random line reads over the table's bytes, from user space",
         per_packet::LINE_READ,
         None,
         Pattern::Spread,
@@ -477,7 +477,7 @@ const PER_PACKET_METHOD: &str = "\nMethod. Every program timed is attached nativ
     `BPF_PROG_TEST_RUN` finds it in the kernel's XDP dispatcher: otherwise each call with `repeat > 1` adds it and \
     removes it, waiting for an RCU grace period each time (about 16 ns per repeat at a million repeats). Hot: the \
     call's wall-clock time / repeats (the kernel's own figure is whole nanoseconds). Spread: the kernel repeats one \
-    frame, so a hand-written harness (about thirty instructions) runs first in each repeat: it writes the next source \
+    frame, so a hand-written harness (under fifty instructions) runs first in each repeat: it writes the next source \
     of the cycle into the frame and tail-calls blocker. The same harness cycling through as many copies of the hot \
     source gives what it adds besides the entries' cache misses, and a spread packet is reported as \
     `hot + (harness spread - harness hot)`: code hot and packets back to back as in a flood, map entries cold as \
@@ -485,9 +485,10 @@ const PER_PACKET_METHOD: &str = "\nMethod. Every program timed is attached nativ
     driver's work between packets would leave less room for). The bound gives each source its own system call \
     (`repeat = 1`, timed by the kernel): `hot + (one-run spread - one-run hot)`; it overstates, most where the maps \
     fit in the caches, as the kernel's own entry and exit evict entries a flood would keep. The reference reads as \
-    many random cache lines, spread over as many bytes as the family's address table, from user space in 4 KiB \
-    pages, each read naming the next, in the same round: what a cold table line costs on this machine at that \
-    moment, whatever reads it (on a shared machine it moves with the neighbours' use of the last-level cache). The \
+    many random cache lines as there are sources (at most all of them), spread over as many bytes as the family's \
+    address table, from user space in 4 KiB pages, each read naming the next, in the same round: what a table line \
+    outside the core's own caches costs on this machine at that moment, whatever reads it (on a shared machine it \
+    moves with the neighbours' use of the last-level cache). The \
     empty programs are `r0 = 1 or 2; exit`, loaded with a raw `BPF_PROG_LOAD`.\n";
 
 fn per_packet_section(md: &mut String, pp: &PerPacket) {
