@@ -12,6 +12,33 @@ pub mod process;
 pub mod reference;
 pub mod tls;
 
+/// A test's own pin folder, `/sys/fs/bpf/blocker-test-<name>-<pid>`: whatever is pinned in it
+/// is removed (links detached) when it drops, also when the test fails half-way, so a failed
+/// run leaves no program attached and no pins behind.
+pub struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    #[must_use]
+    pub fn new(name: &str) -> PinDir {
+        PinDir(std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/blocker-test-{name}-{}",
+            std::process::id()
+        )))
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        // Gone already after a test's own `detach`; nothing to report either way.
+        let _ = blocker::loader::detach(&self.0);
+    }
+}
+
 /// Gate for tests that need root (BPF, network namespaces). Without root the test is skipped
 /// with a line saying so, except under `CI=true`, where a missing privilege fails the test.
 #[must_use]

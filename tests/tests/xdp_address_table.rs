@@ -196,12 +196,10 @@ fn a_resize_moves_every_ban_even_after_one_cut_short() {
     if !privileged("a_resize_moves_every_ban_even_after_one_cut_short") {
         return;
     }
-    let dir = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/blocker-test-resize-{}",
-        std::process::id()
-    ));
+    let pins = blocker_tests::PinDir::new("resize");
+    let dir = pins.path();
     let Loaded::Pinned(mut ebpf) =
-        loader::load_pinned(&dir, Capacity { addresses: 1 }).expect("load")
+        loader::load_pinned(dir, Capacity { addresses: 1 }).expect("load")
     else {
         panic!("fresh pins are no resize")
     };
@@ -218,17 +216,17 @@ fn a_resize_moves_every_ban_even_after_one_cut_short() {
     // Killed after renaming the new tables over the old pins, before the settings: the new
     // tables' seed is lost with it.
     let roomy = Capacity { addresses: 1000 };
-    let cut_short = load_resized(&dir, roomy);
+    let cut_short = load_resized(dir, roomy);
     for name in [
         blocker_common::map::BANNED_V4_ADDRS,
         blocker_common::map::BANNED_V6_ADDRS,
     ] {
-        std::fs::rename(loader::beside(&dir, name), dir.join(name)).expect("rename");
+        std::fs::rename(loader::beside(dir, name), dir.join(name)).expect("rename");
     }
     drop(cut_short);
 
-    let (ebpf, mut maps) = load_resized(&dir, roomy);
-    loader::promote(&dir).expect("promote");
+    let (ebpf, mut maps) = load_resized(dir, roomy);
+    loader::promote(dir).expect("promote");
     maps.drop_stale_overflow().expect("drop the trie copies");
     maps.set_ports(&[25]).expect("ports");
     let resized = Program::new(ebpf, maps);
@@ -249,10 +247,10 @@ fn a_resize_moves_every_ban_even_after_one_cut_short() {
         );
     }
     assert!(
-        loader::load_pinned(&dir, roomy).is_ok_and(|l| matches!(l, Loaded::Pinned(_))),
+        loader::load_pinned(dir, roomy).is_ok_and(|l| matches!(l, Loaded::Pinned(_))),
         "a finished resize leaves nothing to redo"
     );
-    loader::detach(&dir).expect("remove the pins");
+    loader::detach(dir).expect("remove the pins");
     println!(
         "resize: {} addresses ({overflowed} overflowed) moved from 4-bucket tables into {:?}, after a resize cut short",
         all.len(),

@@ -11,6 +11,7 @@ use blocker::{
 };
 use blocker_common::{family, origin};
 use blocker_tests::{
+    PinDir,
     kernel::Program,
     netns::{Lan, Listeners, Netns, connects},
     privileged,
@@ -120,11 +121,9 @@ fn load_pinned(dir: &std::path::Path) -> Program {
 fn the_next_start_enforces_on_the_new_eth0(name: &str, change: impl FnOnce(&Lan)) {
     let lan = Lan::mail_scene();
     let (mail, attacker, client) = lan.roles();
-    let dir = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/blocker-test-{name}-{}",
-        std::process::id()
-    ));
-    let mut first = load_pinned(&dir);
+    let pins = PinDir::new(name);
+    let dir = pins.path();
+    let mut first = load_pinned(dir);
     first
         .maps
         .insert_ban(blocker::maps::Ban {
@@ -133,7 +132,7 @@ fn the_next_start_enforces_on_the_new_eth0(name: &str, change: impl FnOnce(&Lan)
             origin: origin::CSCLI,
         })
         .expect("ban");
-    let attached = first.attach_pinned(&mail.ns, &dir, "eth0", AttachMode::Native);
+    let attached = first.attach_pinned(&mail.ns, dir, "eth0", AttachMode::Native);
     assert!(
         matches!(attached, Ok(Attached::New(AttachMode::Native))),
         "{attached:?}"
@@ -142,7 +141,7 @@ fn the_next_start_enforces_on_the_new_eth0(name: &str, change: impl FnOnce(&Lan)
 
     change(&lan);
     // The next start: its reconcile drops the pin, its attach makes a new link.
-    let (changes, attached) = daemon_start(&mail.ns, &dir, &["eth0"]);
+    let (changes, attached) = daemon_start(&mail.ns, dir, &["eth0"]);
     assert_eq!(
         changes,
         [LinkChange::Dropped {
@@ -165,7 +164,7 @@ fn the_next_start_enforces_on_the_new_eth0(name: &str, change: impl FnOnce(&Lan)
         connects(client, to, 25, TIMEOUT),
         "{name}: the clean host connects"
     );
-    loader::detach(&dir).expect("remove the pins");
+    loader::detach(dir).expect("remove the pins");
     println!("{name}: the stale link pin was replaced and the ban enforced on the new eth0 alone");
 }
 
@@ -277,15 +276,13 @@ fn link_pins_follow_dotted_swapped_renamed_and_dropped_interfaces() {
         ip_in(&["link", "set", from, "name", to]);
         ip_in(&["link", "set", to, "up"]);
     };
-    let dir = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/blocker-test-follow-{}",
-        std::process::id()
-    ));
-    let start = |interfaces: &[&str]| daemon_start(ns, &dir, interfaces);
+    let pins = PinDir::new("follow");
+    let dir = pins.path();
+    let start = |interfaces: &[&str]| daemon_start(ns, dir, interfaces);
     let (_, attached) = start(&["v.100", "a0"]);
     assert_eq!(attached, [Attached::New(AttachMode::Native); 2]);
     assert!(
-        std::fs::read_dir(&dir)
+        std::fs::read_dir(dir)
             .expect("pin dir")
             .any(|e| e.expect("entry").file_name() == "link-v:100"),
         "the dotted name is pinned with ':'"
@@ -338,6 +335,6 @@ fn link_pins_follow_dotted_swapped_renamed_and_dropped_interfaces() {
             interface: "v.100".into()
         }]
     );
-    loader::detach(&dir).expect("remove the pins");
+    loader::detach(dir).expect("remove the pins");
     assert!(settled_xdp(ns, &[]).is_empty(), "detach leaves no program");
 }
