@@ -2,9 +2,9 @@
 //! pins it so enforcement outlives the daemon.
 //!
 //! Pinned under `bpffs_dir` (default `/sys/fs/bpf/blocker`): every map by its name, and one XDP
-//! link per interface (`link-<interface>`, a `.` in the name as `:`). A new daemon reuses the pinned maps (bans survive a
-//! restart or a crash) and swaps its program into the pinned link with `BPF_LINK_UPDATE`, which
-//! is atomic: no packet meets an interface without the program.
+//! link per interface (`link-<interface>`, a `.` in the name as `:`). A new daemon reuses the
+//! pinned maps (bans survive a restart or a crash) and swaps its program into the pinned link
+//! with `BPF_LINK_UPDATE`, which is atomic: no packet meets an interface without the program.
 
 use std::path::{Path, PathBuf};
 
