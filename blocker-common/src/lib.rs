@@ -27,7 +27,8 @@ pub mod map {
     pub const SETTINGS: &str = "SETTINGS";
     /// Per-CPU `FamilyStats`, indexed by `family::*`.
     pub const STATS: &str = "STATS";
-    /// Every map: all are pinned, so bans, settings and counters outlive the daemon.
+    /// Every map that holds state: all are pinned, so bans, settings and counters outlive the
+    /// daemon. (The program's one other map is a per-CPU cache of the clock, `COARSE_CLOCK`.)
     pub const ALL: [&str; 9] = [
         BANNED_V4_ADDRS,
         BANNED_V4_RANGES,
@@ -116,9 +117,9 @@ pub mod origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BanEntry {
     /// `CLOCK_MONOTONIC` nanoseconds at which the ban ends (the program reads the coarse
-    /// variant, `bpf_ktime_get_coarse_ns`: a third of the cost of the precise clocks, at most a
-    /// tick late). The program ignores the entry from then on, so a ban ends on time even with
-    /// no daemon. `u64::MAX` never expires.
+    /// variant, `bpf_ktime_get_coarse_ns`, once a jiffy per CPU: at most two ticks late). The
+    /// program ignores the entry from then on, so a ban ends on time even with no daemon.
+    /// `u64::MAX` never expires.
     pub expires_at_ns: u64,
     /// `origin::*` slot, for the per-origin drop counters.
     pub origin: u32,

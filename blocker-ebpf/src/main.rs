@@ -47,6 +47,9 @@ static PROTECTED_PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
 static STATS: PerCpuArray<FamilyStats> = PerCpuArray::with_max_entries(family::COUNT, 0);
+/// A cache, not state: the only map left unpinned (`verdict::now`).
+#[map]
+static COARSE_CLOCK: PerCpuArray<verdict::CoarseReading> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn blocker(ctx: XdpContext) -> u32 {

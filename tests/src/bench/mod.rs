@@ -87,7 +87,7 @@ pub fn run(options: &Options) -> std::io::Result<String> {
             },
             repeat: if quick { 10_000 } else { 1_000_000 },
             rounds: 3,
-            spread: if quick { 1_000 } else { 131_072 },
+            spread: if quick { 1_000 } else { 65_536 },
         };
         results.per_packet = Some(per_packet::run(&config, &mut log));
     }

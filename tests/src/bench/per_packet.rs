@@ -139,6 +139,8 @@ pub struct SizeInfo {
 pub struct PerPacket {
     pub repeat: u32,
     pub rounds: usize,
+    /// Distinct banned entries the spread pattern asks for (see [`Config::spread`]).
+    pub spread: usize,
     pub rows: Vec<Row>,
     pub sizes: Vec<SizeInfo>,
 }
@@ -252,6 +254,7 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
     PerPacket {
         repeat: config.repeat,
         rounds: config.rounds,
+        spread: config.spread,
         rows,
         sizes,
     }

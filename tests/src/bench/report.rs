@@ -497,12 +497,13 @@ fn per_packet_section(md: &mut String, pp: &PerPacket) {
     let _ = writeln!(
         md,
         "\n## 1. Cost per packet (`BPF_PROG_TEST_RUN`)\n\nNanoseconds per packet, median (min) of {} rounds; \
-         hot: {} repeats of one frame; spread: as many repeats, each from the next of up to 131,072 distinct banned \
-         entries, cycled in random order (method below). Sizes are entries per family (held): 99 % single addresses, 1 % disjoint ranges \
+         hot: {} repeats of one frame; spread: as many repeats, each from the next of {} sources of distinct banned \
+         entries (as many for both families; all of them where there are fewer), cycled in random order (method \
+         below). Sizes are entries per family (held): 99 % single addresses, 1 % disjoint ranges \
          (IPv4 /16../24, IPv6 /33../64: a /32 would be all of 2001:db8::/32). Frames carry IPv4 sources only from \
-         198.18.0.0/15, so IPv4 spread sources cover at most 65,792 entries; past those, IPv4 entries come from the \
+         198.18.0.0/15, which holds 65,792 of the entries; past those, IPv4 entries come from the \
          reserved 240.0.0.0/4: they fill the maps, and no frame carries them.\n",
-        pp.rounds, pp.repeat
+        pp.rounds, pp.repeat, pp.spread
     );
     for family in Family::BOTH {
         let _ = write!(md, "| {} | ", family.name());
