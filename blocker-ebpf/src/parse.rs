@@ -67,37 +67,53 @@ struct Truncated;
 struct Cursor {
     pos: usize,
     end: usize,
-    /// Bytes left in the IP datagram, once an IP header has said how long it is.
+    /// Bytes left in the IP datagram, once an IP header has said how long it is. Only what
+    /// follows the IP header is read against it ([`Cursor::take`], [`Cursor::skip`]).
     ip_left: usize,
 }
 
 impl Cursor {
-    /// Takes the next `N` bytes, or fails if the frame or the datagram ends first.
+    /// Takes the next `N` bytes of the link or IP header, or fails if the frame ends first.
     #[inline(always)]
-    fn take<const N: usize>(&mut self) -> Result<&'static [u8; N], Truncated> {
+    fn take_header<const N: usize>(&mut self) -> Result<&'static [u8; N], Truncated> {
         if self.pos + N > self.end {
-            return Err(Truncated);
-        }
-        if N > self.ip_left {
             return Err(Truncated);
         }
         // SAFETY: `pos..pos + N` lies inside the frame, checked just above.
         let bytes = unsafe { &*(self.pos as *const [u8; N]) };
         self.pos += N;
+        Ok(bytes)
+    }
+
+    /// Skips `len` bytes of the IP header (its options).
+    #[inline(always)]
+    fn skip_header(&mut self, len: usize) -> Result<(), Truncated> {
+        if self.pos + len > self.end {
+            return Err(Truncated);
+        }
+        self.pos += len;
+        Ok(())
+    }
+
+    /// Takes the next `N` bytes after the IP header, or fails (and stays put) if the datagram
+    /// or the frame ends first.
+    #[inline(always)]
+    fn take<const N: usize>(&mut self) -> Result<&'static [u8; N], Truncated> {
+        if N > self.ip_left {
+            return Err(Truncated);
+        }
+        let bytes = self.take_header::<N>()?;
         self.ip_left -= N;
         Ok(bytes)
     }
 
-    /// Skips `len` bytes (a header's variable part).
+    /// Skips `len` bytes after the IP header (an extension header's variable part).
     #[inline(always)]
     fn skip(&mut self, len: usize) -> Result<(), Truncated> {
-        if self.pos + len > self.end {
-            return Err(Truncated);
-        }
         if len > self.ip_left {
             return Err(Truncated);
         }
-        self.pos += len;
+        self.skip_header(len)?;
         self.ip_left -= len;
         Ok(())
     }
@@ -180,13 +196,13 @@ pub fn classify(data: usize, end: usize, is_protected: impl Fn(u16) -> bool) -> 
 /// accepted by Linux on any interface). Returns the inner EtherType.
 #[inline(always)]
 fn ethernet(cur: &mut Cursor) -> Result<u16, Truncated> {
-    let eth = cur.take::<14>()?;
+    let eth = cur.take_header::<14>()?;
     let mut ether_type = be16(eth, 12);
     for _ in 0..VLAN_MAX_DEPTH {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
-        let tag = cur.take::<4>()?;
+        let tag = cur.take_header::<4>()?;
         ether_type = be16(tag, 2);
     }
     Ok(ether_type)
@@ -194,7 +210,7 @@ fn ethernet(cur: &mut Cursor) -> Result<u16, Truncated> {
 
 #[inline(always)]
 fn ipv4(cur: &mut Cursor, is_protected: &impl Fn(u16) -> bool) -> Parsed {
-    let Ok(ip) = cur.take::<20>() else {
+    let Ok(ip) = cur.take_header::<20>() else {
         return Parsed::Malformed;
     };
     let version = ip[0] >> 4;
@@ -206,7 +222,7 @@ fn ipv4(cur: &mut Cursor, is_protected: &impl Fn(u16) -> bool) -> Parsed {
     if version != 4 || header_len < 20 || total_len < header_len {
         return Parsed::Malformed;
     }
-    if cur.skip(header_len - 20).is_err() {
+    if cur.skip_header(header_len - 20).is_err() {
         return Parsed::Malformed;
     }
     cur.limit_to(total_len - header_len);
@@ -225,7 +241,7 @@ fn ipv4(cur: &mut Cursor, is_protected: &impl Fn(u16) -> bool) -> Parsed {
 
 #[inline(always)]
 fn ipv6(cur: &mut Cursor, is_protected: &impl Fn(u16) -> bool) -> Parsed {
-    let Ok(ip) = cur.take::<40>() else {
+    let Ok(ip) = cur.take_header::<40>() else {
         return Parsed::Malformed;
     };
     if ip[0] >> 4 != 6 {
@@ -297,9 +313,10 @@ fn cut_short(source: Source, first_fragment: bool) -> Parsed {
     }
 }
 
-/// The TCP header. With the whole fixed header at hand the flags go first (most traffic to
-/// a mail port is not a SYN, and the flags byte is cheaper than the port bitmap); a cut-short
-/// header is judged by its port alone, since an unprotected port clears it.
+/// The TCP header. With the whole fixed header at hand (one read up to the flags byte) the
+/// flags go first (most traffic to a mail port is not a SYN, and the flags byte is cheaper
+/// than the port bitmap); a cut-short header is judged by its port alone, since an
+/// unprotected port clears it.
 #[inline(always)]
 fn tcp(
     cur: &mut Cursor,
@@ -307,21 +324,27 @@ fn tcp(
     first_fragment: bool,
     is_protected: &impl Fn(u16) -> bool,
 ) -> Parsed {
-    let Ok(ports) = cur.take::<4>() else {
-        return cut_short(source, first_fragment);
+    // Ports, sequence and acknowledgement numbers, data offset, then the flags byte.
+    let Ok(head) = cur.take::<14>() else {
+        return tcp_cut_short(cur, source, first_fragment, is_protected);
     };
-    let port = be16(ports, 2);
-    // Sequence and acknowledgement numbers, then data offset, then the flags byte.
-    let Ok(rest) = cur.take::<10>() else {
-        return if is_protected(port) {
-            cut_short(source, first_fragment)
-        } else {
-            Parsed::Ignored
-        };
-    };
-    let flags = rest[9];
-    if flags & TCP_SYN == 0 || flags & (TCP_ACK | TCP_RST) != 0 || !is_protected(port) {
+    let flags = head[13];
+    if flags & TCP_SYN == 0 || flags & (TCP_ACK | TCP_RST) != 0 || !is_protected(be16(head, 2)) {
         return Parsed::Ignored;
     }
     Parsed::Syn(source)
+}
+
+/// A TCP header that ends before its flags (the cursor is still at its start).
+#[inline(always)]
+fn tcp_cut_short(
+    cur: &mut Cursor,
+    source: Source,
+    first_fragment: bool,
+    is_protected: &impl Fn(u16) -> bool,
+) -> Parsed {
+    match cur.take::<4>() {
+        Ok(ports) if !is_protected(be16(ports, 2)) => Parsed::Ignored,
+        _ => cut_short(source, first_fragment),
+    }
 }
