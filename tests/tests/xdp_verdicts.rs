@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use blocker_common::origin;
+use blocker_common::{origin, table};
 use blocker_tests::{
     kernel::{Program, delta},
     packet::{
@@ -16,6 +16,10 @@ use blocker_tests::{
 
 const MAIL_PORTS: [u16; 7] = [25, 465, 587, 143, 993, 110, 995];
 const HOUR_NS: u64 = 3_600_000_000_000;
+const MS: u64 = 1_000_000;
+/// Past a ban's end, its end is only checked this much later: the coarse clock the program
+/// reads lags by up to a tick, and the reading it keeps per CPU by another (20 ms at HZ=100).
+const LAG: u64 = 100 * MS;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
@@ -634,5 +638,72 @@ fn table_of_crafted_packets() {
     println!(
         "table: {} crafted packets checked ({standard} standard, {everything} /0, {observed} observe, {ports} custom ports), all verdicts and counters as specified",
         standard + everything + observed + ports
+    );
+}
+
+/// Bans end in the kernel when they say, with no daemon to lift them: a range (kept to the
+/// nanosecond) and single addresses (kept in units of 1.07 s, rounded up), each seen in
+/// force before its end and gone after it. The program reads its clock once a jiffy per CPU,
+/// so this is also the check that the reading it keeps moves on.
+#[test]
+fn bans_end_in_the_kernel_on_time_with_no_daemon() {
+    if !privileged("bans_end_in_the_kernel_on_time_with_no_daemon") {
+        return;
+    }
+    // Loaded first: the verifier may take a while on a busy machine.
+    let mut program = Program::load();
+    let now = blocker::clock::now_ns();
+    let range_ends = now + 600 * MS;
+    let singles_end = now + 1_200 * MS;
+    let ban = |net: &str, expires_at_ns| Ban {
+        net: net.parse().expect("test prefix"),
+        expires_at_ns,
+        origin: origin::CSCLI,
+    };
+    program.install(&World {
+        bans: vec![
+            ban("198.51.100.0/24", range_ends),
+            ban("203.0.113.7/32", singles_end),
+            ban("2001:db8::7/128", singles_end),
+        ],
+        allow: Vec::new(),
+        ports: MAIL_PORTS.to_vec(),
+        now_ns: now,
+        observe: false,
+    });
+    let syn = |addr: &str| program.run(&Frame::syn(ip(addr), 25).bytes());
+    let sleep_until = |at: u64| {
+        let left = at.saturating_sub(blocker::clock::now_ns());
+        std::thread::sleep(std::time::Duration::from_nanos(left));
+    };
+    // In force until its end: a verdict taken before the end (a slow machine may take it
+    // after, which proves nothing either way).
+    let in_force = |addr: &str, ends: u64| {
+        let verdict = syn(addr);
+        assert!(
+            verdict == XDP_DROP || blocker::clock::now_ns() >= ends,
+            "{addr}: passed before its ban ended"
+        );
+    };
+    let singles_end_in_kernel = table::expires_at_ns(table::tag(singles_end, origin::CSCLI));
+    assert!(singles_end_in_kernel >= singles_end && singles_end_in_kernel - singles_end < 1 << 30);
+
+    in_force("198.51.100.1", range_ends);
+    in_force("203.0.113.7", singles_end_in_kernel);
+    in_force("2001:db8::7", singles_end_in_kernel);
+    sleep_until(range_ends + LAG);
+    assert_eq!(syn("198.51.100.1"), XDP_PASS, "the range's ban has ended");
+    sleep_until(singles_end_in_kernel - LAG);
+    in_force("203.0.113.7", singles_end_in_kernel);
+    in_force("2001:db8::7", singles_end_in_kernel);
+    sleep_until(singles_end_in_kernel + LAG);
+    for addr in ["203.0.113.7", "2001:db8::7"] {
+        assert_eq!(syn(addr), XDP_PASS, "{addr}: its ban has ended");
+    }
+    println!(
+        "bans ended in the kernel on time with no daemon: a range at {} ms, single addresses at {} ms (1.07 s units, rounded up), within {} ms",
+        (range_ends - now) / MS,
+        (singles_end_in_kernel - now) / MS,
+        LAG / MS
     );
 }
