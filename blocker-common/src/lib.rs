@@ -117,9 +117,9 @@ pub mod origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BanEntry {
     /// `CLOCK_MONOTONIC` nanoseconds at which the ban ends (the program reads the coarse
-    /// variant, `bpf_ktime_get_coarse_ns`, once a jiffy per CPU: at most two ticks late). The
-    /// program ignores the entry from then on, so a ban ends on time even with no daemon.
-    /// `u64::MAX` never expires.
+    /// variant, `bpf_ktime_get_coarse_ns`, once a jiffy per CPU: normally within two ticks,
+    /// always late, never early). The program ignores the entry from then on, so a ban ends
+    /// on time even with no daemon. `u64::MAX` never expires.
     pub expires_at_ns: u64,
     /// `origin::*` slot, for the per-origin drop counters.
     pub origin: u32,

@@ -83,10 +83,12 @@ pub struct CoarseReading {
 
 /// The program's clock: `CLOCK_MONOTONIC_COARSE` (see `blocker::clock`), read once a jiffy
 /// per CPU. The tick that moves `jiffies` moves the coarse clock just after it, so within a
-/// jiffy the cached reading is the clock's own (or, read in between, a tick behind: a ban
-/// ends that much later, never early). Why cache: `bpf_jiffies64` is one load the verifier
-/// inlines, while the helper call costs about 18 ns on a CPU that mitigates return-stack
-/// attacks (AMD's SRSO "safe RET" here), over a third of a hot banned SYN.
+/// jiffy the cached reading is the clock's own. Read in between, it is older: normally a
+/// tick, after a long idle spell of every CPU (NO_HZ) as long as the spell, and it is kept
+/// until the next jiffy. Either way the reading is late, never early, so a ban may end later,
+/// never sooner. Why cache: `bpf_jiffies64` is one load the verifier inlines, while the
+/// helper call costs about 18 ns on a CPU that mitigates return-stack attacks (AMD's SRSO
+/// "safe RET" here): 18 of the 62-73 ns a hot banned SYN cost with it.
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY (all three calls): they read clocks.
@@ -95,7 +97,8 @@ fn now() -> u64 {
         return unsafe { bpf_ktime_get_coarse_ns() };
     };
     // SAFETY: this CPU's slot, valid for the program's run, which no other CPU touches (XDP
-    // runs with migration off).
+    // runs with migration off). A run that interrupts another on this CPU can at worst leave
+    // an older reading behind: late, never early.
     let cached = unsafe { &mut *cached };
     if cached.jiffies != jiffies {
         cached.ns = unsafe { bpf_ktime_get_coarse_ns() };

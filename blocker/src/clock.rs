@@ -2,9 +2,10 @@
 //!
 //! The program compares entries against `bpf_ktime_get_coarse_ns()`, i.e.
 //! `CLOCK_MONOTONIC_COARSE`: not moved by NTP steps, a third of the cost of the precise clocks,
-//! at most a tick behind `CLOCK_MONOTONIC`, which is what is read here (two ticks, as the
-//! program reads it once a jiffy per CPU). It stands still during
-//! suspend, so a ban lasts that much longer on a machine that sleeps (mail servers don't).
+//! at most a tick behind `CLOCK_MONOTONIC`, which is what is read here. The program reads it
+//! once a jiffy per CPU, so normally within two ticks, and always late, never early. It stands
+//! still during suspend, so a ban lasts that much longer on a machine that sleeps (mail
+//! servers don't).
 //! LAPI speaks wall-clock durations; these functions convert between the two.
 //!
 //! Inside a time namespace (`unshare --time --fork`, LXC's `lxc.time.offset.monotonic`) this

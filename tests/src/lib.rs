@@ -54,3 +54,20 @@ pub fn privileged(test: &str) -> bool {
     eprintln!("skipping {test}: needs root (CAP_BPF, CAP_NET_ADMIN)");
     false
 }
+
+/// Keeps `pid` (0: the calling thread) on `cpu` alone.
+pub fn pin_to_cpu(pid: i32, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read
+    // what they are given.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &raw const set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "pin {pid} to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+}

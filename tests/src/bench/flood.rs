@@ -245,27 +245,16 @@ fn base36(mut n: u32) -> String {
 /// Pins `pid` (0: the calling thread) to `cpu` as a real-time (`SCHED_FIFO`) thread, so the
 /// rest of the machine's work cannot take the CPU from it for the flood's few seconds.
 fn pin(pid: i32, cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET, sched_setaffinity and
-    // sched_setscheduler only read what they are given.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &raw const set);
-        assert_eq!(
-            rc,
-            0,
-            "pin {pid} to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-        let param = libc::sched_param { sched_priority: 50 };
-        let rc = libc::sched_setscheduler(pid, libc::SCHED_FIFO, &raw const param);
-        assert_eq!(
-            rc,
-            0,
-            "make {pid} SCHED_FIFO: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    crate::pin_to_cpu(pid, cpu);
+    let param = libc::sched_param { sched_priority: 50 };
+    // SAFETY: sched_setscheduler only reads `param`.
+    let rc = unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &raw const param) };
+    assert_eq!(
+        rc,
+        0,
+        "make {pid} SCHED_FIFO: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn run_time_ns(pid: i32) -> u64 {

@@ -497,13 +497,15 @@ fn per_packet_section(md: &mut String, pp: &PerPacket) {
     let _ = writeln!(
         md,
         "\n## 1. Cost per packet (`BPF_PROG_TEST_RUN`)\n\nNanoseconds per packet, median (min) of {} rounds; \
-         hot: {} repeats of one frame; spread: as many repeats, each from the next of {} sources of distinct banned \
-         entries (as many for both families; all of them where there are fewer), cycled in random order (method \
+         hot: {} repeats of one frame; spread: as many repeats, each from the next of {} distinct banned entries \
+         (as many for both families; all of them where there are fewer), cycled in random order (method \
          below). Sizes are entries per family (held): 99 % single addresses, 1 % disjoint ranges \
          (IPv4 /16../24, IPv6 /33../64: a /32 would be all of 2001:db8::/32). Frames carry IPv4 sources only from \
-         198.18.0.0/15, which holds 65,792 of the entries; past those, IPv4 entries come from the \
+         198.18.0.0/15, which holds at most 65,792 of the entries; past those, IPv4 entries come from the \
          reserved 240.0.0.0/4: they fill the maps, and no frame carries them.\n",
-        pp.rounds, pp.repeat, pp.spread
+        pp.rounds,
+        pp.repeat,
+        grouped(pp.spread)
     );
     for family in Family::BOTH {
         let _ = write!(md, "| {} | ", family.name());
@@ -554,6 +556,19 @@ fn per_packet_section(md: &mut String, pp: &PerPacket) {
         );
     }
     md.push_str(PER_PACKET_METHOD);
+}
+
+/// `n` with commas between groups of three digits, as the report's texts write numbers.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 fn mib(bytes: u64) -> f64 {
