@@ -1,7 +1,7 @@
 //! Header parsing, after xdp-tools' `parsing_helpers.h`: a cursor over the frame and one
 //! small parser per header, each bounds check right before the read it guards.
 //!
-//! Two limits bound every read past the IP header (the headers up to it, only the first).
+//! Two limits bound every read past the IP header (the link and IP headers, only the first).
 //! `end` is the frame's end: the verifier only accepts packet reads checked against it.
 //! `ip_left` is what the IP header says the datagram holds: Linux trims the frame to that
 //! length, so bytes past it (Ethernet padding of a tiny fragment, say) must never be read
