@@ -53,7 +53,8 @@ pub fn settings(api_url: &str, api_key: &str) -> DaemonSettings {
 pub struct Daemon {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    pin_dir: PathBuf,
+    /// Dropped after the thread is joined: the daemon's pins go once it has stopped.
+    _pins: crate::PinDir,
 }
 
 impl Daemon {
@@ -62,7 +63,7 @@ impl Daemon {
     pub fn start(ns: &Netns, settings: DaemonSettings) -> Daemon {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let name = ns.name.clone();
-        let pin_dir = settings.pin_dir.clone();
+        let pins = crate::PinDir::at(settings.pin_dir.clone());
         let thread = std::thread::spawn(move || {
             crate::netns::enter(&name);
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -78,7 +79,7 @@ impl Daemon {
         Daemon {
             stop: Some(stop),
             thread: Some(thread),
-            pin_dir,
+            _pins: pins,
         }
     }
 }
@@ -90,7 +91,6 @@ impl Drop for Daemon {
         }
         if let Some(thread) = self.thread.take() {
             let joined = thread.join();
-            let _ = blocker::loader::detach(&self.pin_dir);
             if !std::thread::panicking() {
                 joined.expect("daemon thread panicked");
             }

@@ -12,18 +12,22 @@ pub mod process;
 pub mod reference;
 pub mod tls;
 
-/// A test's own pin folder, `/sys/fs/bpf/blocker-test-<name>-<pid>`: whatever is pinned in it
-/// is removed (links detached) when it drops, also when the test fails half-way, so a failed
-/// run leaves no program attached and no pins behind.
+/// A test's own pin folder: whatever is pinned in it is removed (links detached) when it
+/// drops, also when the test fails half-way, so a failed run leaves no program attached and
+/// no pins behind.
 pub struct PinDir(std::path::PathBuf);
 
 impl PinDir {
+    /// `/sys/fs/bpf/blocker-test-<name>-<pid>`.
     #[must_use]
     pub fn new(name: &str) -> PinDir {
-        PinDir(std::path::PathBuf::from(format!(
-            "/sys/fs/bpf/blocker-test-{name}-{}",
-            std::process::id()
-        )))
+        PinDir::at(format!("/sys/fs/bpf/blocker-test-{name}-{}", std::process::id()).into())
+    }
+
+    /// The folder `path`, named elsewhere (a test daemon's settings).
+    #[must_use]
+    pub fn at(path: std::path::PathBuf) -> PinDir {
+        PinDir(path)
     }
 
     #[must_use]

@@ -12,7 +12,7 @@ use crate::netns::Netns;
 pub struct TestConfig {
     pub dir: PathBuf,
     pub path: PathBuf,
-    pub pins: PathBuf,
+    pub pins: crate::PinDir,
     pub log: PathBuf,
 }
 
@@ -22,13 +22,13 @@ impl TestConfig {
         let id = format!("blocker-test-{name}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&id);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let pins = PathBuf::from("/sys/fs/bpf").join(&id);
+        let pins = crate::PinDir::new(name);
         let path = dir.join("blocker.yaml");
         std::fs::write(
             &path,
             format!(
                 "api_url: {lapi_url}/\napi_key: {api_key}\ninterfaces: [eth0]\nxdp_mode: native\nupdate_frequency: 1s\nbpffs_dir: {}\nstate_file: {}\nprometheus:\n  enabled: false\nusage_metrics:\n  enabled: false\n",
-                pins.display(),
+                pins.path().display(),
                 dir.join("state.json").display()
             ),
         )
@@ -69,7 +69,6 @@ impl TestConfig {
 
 impl Drop for TestConfig {
     fn drop(&mut self) {
-        let _ = blocker::loader::detach(&self.pins);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -51,7 +51,7 @@ fn runs_with_only_bpf_net_admin_and_perfmon() {
     wait_for(
         "the daemon attaching",
         Duration::from_secs(10),
-        || config.pins.join("link-eth0").exists(),
+        || config.pins.path().join("link-eth0").exists(),
         || config.log(),
     );
     let caps = effective_caps(daemon.pid());

@@ -207,7 +207,7 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
         "detach ends enforcement while a daemon runs"
     );
     drop(third);
-    assert!(!config.pins.exists(), "detach removes the pins");
+    assert!(!config.pins.path().exists(), "detach removes the pins");
 }
 
 /// A daemon whose time namespace puts its monotonic clock a day ahead of the kernel's (as
