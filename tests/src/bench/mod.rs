@@ -170,7 +170,6 @@ pub fn ratio(num: u64, den: usize) -> f64 {
 pub struct Blocker {
     ebpf: Ebpf,
     pub maps: KernelMaps,
-    capacity: Capacity,
 }
 
 impl Blocker {
@@ -185,27 +184,18 @@ impl Blocker {
         let mut ebpf = loader::load(capacity)
             .unwrap_or_else(|e| panic!("load blocker: {}", blocker::error_chain(&e)));
         let maps = KernelMaps::take(&mut ebpf).expect("blocker's maps");
-        Blocker {
-            ebpf,
-            maps,
-            capacity,
-        }
+        Blocker { ebpf, maps }
     }
 
-    /// Bytes of `family`'s address table.
+    /// Bytes of `family`'s address table (a bucket is a cache line in both families).
     #[must_use]
     pub fn table_bytes(&self, family: sets::Family) -> usize {
-        let (buckets, bucket) = match family {
-            sets::Family::V4 => (
-                self.capacity.v4_buckets(),
-                size_of::<blocker_common::BucketV4>(),
-            ),
-            sets::Family::V6 => (
-                self.capacity.v6_buckets(),
-                size_of::<blocker_common::BucketV6>(),
-            ),
+        let (v4, v6) = self.maps.table_buckets();
+        let buckets = match family {
+            sets::Family::V4 => v4,
+            sets::Family::V6 => v6,
         };
-        usize::try_from(buckets).expect("a bucket count") * bucket
+        usize::try_from(buckets).expect("a bucket count") * size_of::<blocker_common::BucketV4>()
     }
 
     /// Bans every prefix of `set` for ever and protects the mail ports.
