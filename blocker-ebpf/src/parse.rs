@@ -1,12 +1,12 @@
 //! Header parsing, after xdp-tools' `parsing_helpers.h`: a cursor over the frame and one
 //! small parser per header, each bounds check right before the read it guards.
 //!
-//! Two limits bound every read past the IP header (the link and IP headers, only the first).
-//! `end` is the frame's end: the verifier only accepts packet reads checked against it.
-//! `ip_left` is what the IP header says the datagram holds: Linux trims the frame to that
-//! length, so bytes past it (Ethernet padding of a tiny fragment, say) must never be read
-//! as TCP flags. They are kept as two separate checks on purpose: a single `min` would let
-//! LLVM fold away the `end` check the verifier needs.
+//! Two limits bound the reads. `end`, the frame's end, bounds every one: the verifier only
+//! accepts packet reads checked against it. `ip_left`, what the IP header says the datagram
+//! holds, also bounds what follows the IP header: Linux trims the frame to that length, so
+//! bytes past it (Ethernet padding of a tiny fragment, say) must never be read as TCP
+//! flags. They are kept as two separate checks on purpose: a single `min` would let LLVM
+//! fold away the `end` check the verifier needs.
 
 use blocker_common::family;
 
@@ -327,25 +327,15 @@ fn tcp(
 ) -> Parsed {
     // Ports, sequence and acknowledgement numbers, data offset, then the flags byte.
     let Ok(head) = cur.take::<14>() else {
-        return tcp_cut_short(cur, source, first_fragment, is_protected);
+        // Cut short before the flags (the cursor has not moved): judged by its port alone.
+        return match cur.take::<4>() {
+            Ok(ports) if !is_protected(be16(ports, 2)) => Parsed::Ignored,
+            _ => cut_short(source, first_fragment),
+        };
     };
     let flags = head[13];
     if flags & TCP_SYN == 0 || flags & (TCP_ACK | TCP_RST) != 0 || !is_protected(be16(head, 2)) {
         return Parsed::Ignored;
     }
     Parsed::Syn(source)
-}
-
-/// A TCP header that ends before its flags (the cursor is still at its start).
-#[inline(always)]
-fn tcp_cut_short(
-    cur: &mut Cursor,
-    source: Source,
-    first_fragment: bool,
-    is_protected: &impl Fn(u16) -> bool,
-) -> Parsed {
-    match cur.take::<4>() {
-        Ok(ports) if !is_protected(be16(ports, 2)) => Parsed::Ignored,
-        _ => cut_short(source, first_fragment),
-    }
 }
