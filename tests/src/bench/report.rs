@@ -404,74 +404,88 @@ fn markdown(r: &Results, plotted: Result<(), String>) -> String {
     md
 }
 
-/// The rows of the per-packet tables: label, program, traffic, pattern.
-const PER_PACKET_LINES: [(&str, &str, Option<Traffic>, Pattern); 10] = [
-    ("empty XDP_DROP", per_packet::EMPTY_DROP, None, Pattern::Hot),
-    ("empty XDP_PASS", per_packet::EMPTY_PASS, None, Pattern::Hot),
-    (
-        "blocker: banned SYN",
-        per_packet::BLOCKER,
-        Some(Traffic::BannedSyn),
-        Pattern::Hot,
-    ),
-    (
-        "blocker: banned SYN, spread",
-        per_packet::BLOCKER,
-        Some(Traffic::BannedSyn),
-        Pattern::Spread,
-    ),
-    (
-        "blocker: banned SYN, spread, one call per source (bound)",
-        per_packet::BLOCKER,
-        Some(Traffic::BannedSyn),
-        Pattern::SpreadOneRun,
-    ),
-    (
-        "reference: random line reads over the table's bytes, from user space",
-        per_packet::LINE_READ,
-        None,
-        Pattern::Spread,
-    ),
-    (
-        "blocker: clean SYN",
-        per_packet::BLOCKER,
-        Some(Traffic::CleanSyn),
-        Pattern::Hot,
-    ),
-    (
-        "blocker: SYN to unprotected port",
-        per_packet::BLOCKER,
-        Some(Traffic::UnprotectedSyn),
-        Pattern::Hot,
-    ),
-    (
-        "blocker: non-SYN TCP (ACK)",
-        per_packet::BLOCKER,
-        Some(Traffic::NonSyn),
-        Pattern::Hot,
-    ),
-    (
-        "blocker: UDP",
-        per_packet::BLOCKER,
-        Some(Traffic::Udp),
-        Pattern::Hot,
-    ),
-];
-
-/// The per-packet lines `cost.png` draws: the floor, blocker's banned SYN hot and spread, and
-/// its clean SYN.
-fn plotted(program: &str, traffic: Option<Traffic>, pattern: Pattern) -> bool {
-    matches!(
-        (program, traffic, pattern),
-        (per_packet::EMPTY_DROP, None, Pattern::Hot)
-            | (
-                per_packet::BLOCKER,
-                Some(Traffic::BannedSyn),
-                Pattern::Hot | Pattern::Spread
-            )
-            | (per_packet::BLOCKER, Some(Traffic::CleanSyn), Pattern::Hot)
-    )
+/// A row of the per-packet tables.
+struct PerPacketLine {
+    label: &'static str,
+    program: &'static str,
+    traffic: Option<Traffic>,
+    pattern: Pattern,
+    /// Also drawn in `cost.png` (the floor, blocker's banned SYN hot and spread, its clean SYN).
+    plotted: bool,
 }
+
+const PER_PACKET_LINES: [PerPacketLine; 10] = [
+    PerPacketLine {
+        label: "empty XDP_DROP",
+        program: per_packet::EMPTY_DROP,
+        traffic: None,
+        pattern: Pattern::Hot,
+        plotted: true,
+    },
+    PerPacketLine {
+        label: "empty XDP_PASS",
+        program: per_packet::EMPTY_PASS,
+        traffic: None,
+        pattern: Pattern::Hot,
+        plotted: false,
+    },
+    PerPacketLine {
+        label: "blocker: banned SYN",
+        program: per_packet::BLOCKER,
+        traffic: Some(Traffic::BannedSyn),
+        pattern: Pattern::Hot,
+        plotted: true,
+    },
+    PerPacketLine {
+        label: "blocker: banned SYN, spread",
+        program: per_packet::BLOCKER,
+        traffic: Some(Traffic::BannedSyn),
+        pattern: Pattern::Spread,
+        plotted: true,
+    },
+    PerPacketLine {
+        label: "blocker: banned SYN, spread, one call per source (bound)",
+        program: per_packet::BLOCKER,
+        traffic: Some(Traffic::BannedSyn),
+        pattern: Pattern::SpreadOneRun,
+        plotted: false,
+    },
+    PerPacketLine {
+        label: "reference: random line reads over the table's bytes, from user space",
+        program: per_packet::LINE_READ,
+        traffic: None,
+        pattern: Pattern::Spread,
+        plotted: false,
+    },
+    PerPacketLine {
+        label: "blocker: clean SYN",
+        program: per_packet::BLOCKER,
+        traffic: Some(Traffic::CleanSyn),
+        pattern: Pattern::Hot,
+        plotted: true,
+    },
+    PerPacketLine {
+        label: "blocker: SYN to unprotected port",
+        program: per_packet::BLOCKER,
+        traffic: Some(Traffic::UnprotectedSyn),
+        pattern: Pattern::Hot,
+        plotted: false,
+    },
+    PerPacketLine {
+        label: "blocker: non-SYN TCP (ACK)",
+        program: per_packet::BLOCKER,
+        traffic: Some(Traffic::NonSyn),
+        pattern: Pattern::Hot,
+        plotted: false,
+    },
+    PerPacketLine {
+        label: "blocker: UDP",
+        program: per_packet::BLOCKER,
+        traffic: Some(Traffic::Udp),
+        pattern: Pattern::Hot,
+        plotted: false,
+    },
+];
 
 const PER_PACKET_METHOD: &str = "\nMethod. Every program timed is attached natively to a veth of its own, so \
     `BPF_PROG_TEST_RUN` finds it in the kernel's XDP dispatcher: otherwise each call with `repeat > 1` adds it and \
@@ -523,7 +537,14 @@ fn per_packet_section(md: &mut String, pp: &PerPacket) {
             size_label(last),
             "---|".repeat(sizes.len())
         );
-        for (label, program, traffic, pattern) in PER_PACKET_LINES {
+        for &PerPacketLine {
+            label,
+            program,
+            traffic,
+            pattern,
+            ..
+        } in &PER_PACKET_LINES
+        {
             let _ = write!(md, "| {label} | ");
             for &size in &sizes {
                 let figure = case(pp, size, family, program, traffic, pattern)
@@ -707,15 +728,15 @@ impl Plot {
     fn per_packet(&mut self, pp: &PerPacket) {
         let mut clauses = Vec::new();
         for (dash, family) in [(1, Family::V4), (2, Family::V6)] {
-            for (color, (label, program, traffic, pattern)) in PER_PACKET_LINES.iter().enumerate() {
-                if !plotted(program, *traffic, *pattern) {
+            for (color, line) in PER_PACKET_LINES.iter().enumerate() {
+                if !line.plotted {
                     continue;
                 }
                 let points = pp.sizes.iter().filter_map(|s| {
-                    case(pp, s.size, family, program, *traffic, *pattern)
+                    case(pp, s.size, family, line.program, line.traffic, line.pattern)
                         .map(|row| (s.size, row.ns.median()))
                 });
-                let title = format!("{} {label}", family.name());
+                let title = format!("{} {}", family.name(), line.label);
                 clauses.push(self.series(&title, &format!("dt {dash} lc {}", color + 1), points));
             }
         }
