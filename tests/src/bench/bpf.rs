@@ -258,10 +258,9 @@ impl RawMap {
             key_size: 4,
             value_size,
             max_entries,
+            map_name: object_name(name),
             ..MapCreateAttr::default()
         };
-        let len = name.len().min(15);
-        attr.map_name[..len].copy_from_slice(&name.as_bytes()[..len]);
         let fd = bpf(BPF_MAP_CREATE, &mut attr)
             .map_err(|e| io::Error::new(e.kind(), format!("create map {name}: {e}")))?;
         // SAFETY: BPF_MAP_CREATE returns a new fd that we now own.
@@ -289,6 +288,14 @@ impl AsFd for RawMap {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// A map's or program's name as the kernel takes it: at most 15 bytes and a NUL.
+fn object_name(name: &str) -> [u8; 16] {
+    let mut out = [0; 16];
+    let len = name.len().min(15);
+    out[..len].copy_from_slice(&name.as_bytes()[..len]);
+    out
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
@@ -350,10 +357,9 @@ impl RawXdp {
             log_size: u32::try_from(log.len()).expect("64 KiB"),
             log_buf: user_ptr(&log),
             expected_attach_type: BPF_XDP,
+            prog_name: object_name(name),
             ..ProgLoadAttr::default()
         };
-        let len = name.len().min(15);
-        attr.prog_name[..len].copy_from_slice(&name.as_bytes()[..len]);
         match bpf(BPF_PROG_LOAD, &mut attr) {
             // SAFETY: BPF_PROG_LOAD returns a new fd that we now own.
             Ok(fd) => Ok(RawXdp {

@@ -334,13 +334,13 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
         row
     };
     let mut rows = Vec::new();
+    let index = super::ifindex(&wire.rx, &wire.rx_if);
     for (filter, name, program) in [
         (CEILING, "empty_drop", &bpf::returning(XDP_DROP)[..]),
         (READING, "reading_drop", &bpf::reading_drop()[..]),
     ] {
         let prog = RawXdp::load(name, program)
             .unwrap_or_else(|e| panic!("load the {filter} program: {e}"));
-        let index = super::ifindex(&wire.rx, &wire.rx_if);
         let _link = wire
             .rx
             .run(|| bpf::attach_xdp(prog.as_fd(), index))

@@ -28,10 +28,7 @@
 //! overstates: between two system calls the kernel's own entry and exit evict the entries (and
 //! TLB entries) a flood would keep, which shows at sizes whose maps fit in the caches.
 
-use std::{
-    net::IpAddr,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
-};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 
 use rand::{SeedableRng as _, rngs::StdRng};
 
@@ -264,13 +261,14 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> PerPacket {
 const ROTATION_INTERFACE: &str = "pp4";
 
 /// [`bpf::rotating`] aimed at blocker for one family and size, attached to
-/// [`ROTATION_INTERFACE`], with an array of `2 * cycle` sources: `[0, cycle)` the spread ones,
-/// `[cycle, 2 * cycle)` the hot one. Either way the harness runs the same code, tail call and
-/// array stream; only the entries blocker looks up differ.
+/// [`ROTATION_INTERFACE`], with an array of `2 * cycle` sources: `[0, cycle)` those of the
+/// spread frames, `[cycle, 2 * cycle)` the hot frame's. Either way the harness runs the same
+/// code, tail call and array stream; only the entries blocker looks up differ.
 struct Rotation {
-    sources: Vec<Vec<u8>>,
-    hot: Vec<u8>,
+    cycle: usize,
+    /// Where the source lies in a frame, and its length.
     offset: usize,
+    len: usize,
     prog: RawXdp,
     _slot: RawMap,
     _array: RawMap,
@@ -278,21 +276,29 @@ struct Rotation {
 }
 
 impl Rotation {
-    fn new(blocker: BorrowedFd<'_>, spread: &[IpAddr], hot: IpAddr, ns: &super::Netns) -> Rotation {
-        let bytes = |a: &IpAddr| match a {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
+    fn new(
+        blocker: BorrowedFd<'_>,
+        spread: &[Vec<u8>],
+        hot: &[u8],
+        family: Family,
+        ns: &super::Netns,
+    ) -> Rotation {
+        let (offset, len) = match family {
+            Family::V4 => (14 + 12, 4),
+            Family::V6 => (14 + 8, 16),
         };
-        let offset = if hot.is_ipv4() { 14 + 12 } else { 14 + 8 };
-        let hot = bytes(&hot);
-        let sources: Vec<Vec<u8>> = spread.iter().map(bytes).collect();
-        let cycle = u32::try_from(sources.len()).expect("a spread below 2^32");
-        let len = u32::try_from(hot.len()).expect("4 or 16");
-        let array = RawMap::array("bench_sources", len, cycle.checked_mul(2).expect("2^32"))
-            .expect("create the rotation's sources");
-        for (i, source) in (0..).zip(&sources) {
-            array.set(i, source).expect("a spread source");
-            array.set(cycle + i, &hot).expect("the hot source");
+        let source = |frame: &[u8]| frame[offset..][..len].to_vec();
+        let cycle = u32::try_from(spread.len()).expect("a spread below 2^32");
+        let array = RawMap::array(
+            "bench_sources",
+            u32::try_from(len).expect("4 or 16"),
+            cycle.checked_mul(2).expect("2^32"),
+        )
+        .expect("create the rotation's sources");
+        let hot_source = source(hot);
+        for (i, frame) in (0..).zip(spread) {
+            array.set(i, &source(frame)).expect("a spread source");
+            array.set(cycle + i, &hot_source).expect("the hot source");
         }
         let slot = RawMap::prog_array("bench_target").expect("create the rotation's slot");
         slot.set(0, &blocker.as_raw_fd().to_ne_bytes())
@@ -313,9 +319,9 @@ impl Rotation {
             .run(|| bpf::attach_xdp(prog.as_fd(), index))
             .expect("attach the rotating harness");
         Rotation {
-            sources,
-            hot,
+            cycle: spread.len(),
             offset,
+            len,
             prog,
             _slot: slot,
             _array: array,
@@ -327,11 +333,12 @@ impl Rotation {
     /// an untimed pass round the cycle (so that no half starts colder than the other). Checks
     /// from the frame each timed run leaves that the harness ran every repeat and went round:
     /// its run count, its counter, and the source of the last repeat where the frame started
-    /// with none.
-    fn spread_and_hot(&self, frame: &[u8], repeat: u32) -> (f64, f64) {
+    /// with none. `spread` are the frames the harness was made with; `frame` is the hot one.
+    fn spread_and_hot(&self, frame: &[u8], spread: &[Vec<u8>], repeat: u32) -> (f64, f64) {
         assert!(repeat > 0, "at least one repeat");
-        let cycle = self.sources.len();
+        let cycle = self.cycle;
         let last = usize::try_from(repeat - 1).expect("a repeat count") % cycle;
+        let source = |frame: &[u8]| frame[self.offset..][..self.len].to_vec();
         let through = |base: usize, last_source: &[u8]| {
             let mut frame = frame.to_vec();
             let base = u32::try_from(base).expect("an index below 2^32");
@@ -364,7 +371,10 @@ impl Rotation {
             );
             per_repeat_ns(&timed, repeat)
         };
-        (through(0, &self.sources[last]), through(cycle, &self.hot))
+        (
+            through(0, &source(&spread[last])),
+            through(cycle, &source(frame)),
+        )
     }
 }
 
@@ -399,11 +409,13 @@ struct Spread {
 
 impl Spread {
     /// `None` for a set too small to spread over (or with no entry frames may carry).
+    /// `hot_frame` is the hot banned SYN's.
     fn new(
         config: &Config,
         blocker: &Blocker,
         fam: &FamilySet,
         family: Family,
+        hot_frame: &[u8],
         size: usize,
         ns: &super::Netns,
     ) -> Option<Spread> {
@@ -415,12 +427,13 @@ impl Spread {
         if sources.is_empty() {
             return None;
         }
+        let frames: Vec<Vec<u8>> = sources
+            .iter()
+            .map(|&src| Frame::syn(src, 25).bytes())
+            .collect();
         Some(Spread {
-            rotation: Rotation::new(blocker.fd(), &sources, fam.hot_source(), ns),
-            frames: sources
-                .iter()
-                .map(|&src| Frame::syn(src, 25).bytes())
-                .collect(),
+            rotation: Rotation::new(blocker.fd(), &frames, hot_frame, family, ns),
+            frames,
             table_bytes: blocker.table_bytes(family),
             in_loop: SpreadStats::default(),
             one_run: SpreadStats::default(),
@@ -432,7 +445,9 @@ impl Spread {
     /// One round of every spread measure; `hot_loop` is this round's hot banned SYN.
     fn round(&mut self, blocker: &Blocker, hot_frame: &[u8], hot_loop: f64, repeat: u32) {
         let dropped_before = dropped(blocker);
-        let (spread, hot) = self.rotation.spread_and_hot(hot_frame, repeat);
+        let (spread, hot) = self
+            .rotation
+            .spread_and_hot(hot_frame, &self.frames, repeat);
         // Every repeat, not only the last one the verdict shows: each half's untimed pass
         // round the cycle and its timed run.
         let cycle = u64::try_from(self.frames.len()).expect("a spread count");
@@ -496,7 +511,7 @@ fn measure_family(
         .collect();
     let hot_frame = &cases[0].1;
     let (drop_fd, pass_fd, blocker_fd) = (drop.as_fd(), pass.as_fd(), blocker.fd());
-    let mut spread = Spread::new(config, blocker, fam, family, size, ns);
+    let mut spread = Spread::new(config, blocker, fam, family, hot_frame, size, ns);
     // Warm up caches, the CPU's frequency and the frames' pages.
     for (_, frame, expect) in &cases {
         hot_ns(blocker_fd, frame, config.repeat.min(100_000), *expect);
