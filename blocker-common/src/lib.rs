@@ -140,10 +140,11 @@ pub struct AllowEntry {
 pub mod flags {
     /// Count would-be drops instead of dropping (a dry run).
     pub const OBSERVE: u32 = 1;
-    /// The IPv4 allow list is not empty. Kept by the daemon's map layer, so that a banned SYN
-    /// pays for an allow-list lookup only where there is one.
+    /// Look the IPv4 allow list up on a hit: some IPv4 ban overlaps it. Kept by the daemon's
+    /// map layer (raised before the first such ban goes in, lowered once none is left), so
+    /// that a banned SYN pays for an allow-list lookup only where it can change the verdict.
     pub const ALLOW_V4: u32 = 2;
-    /// The IPv6 allow list is not empty.
+    /// Look the IPv6 allow list up on a hit: some IPv6 ban overlaps it.
     pub const ALLOW_V6: u32 = 4;
     /// The IPv4 range trie is not empty: a source the address table does not ban is looked
     /// up there only then.

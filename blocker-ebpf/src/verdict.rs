@@ -5,7 +5,7 @@
 //! table has no live entry and the trie holds anything. An entry carries its own expiry: the
 //! program ignores an expired one, so bans end on time even while the daemon is down. The
 //! clock is read only once an entry is found (a clean SYN never pays for it), and the allow
-//! list is looked up only where it holds anything.
+//! list only while some ban of the family overlaps it (`flags::ALLOW_V4`, kept by the daemon).
 
 use aya_ebpf::{
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},

@@ -170,6 +170,9 @@ struct StatusReport {
     banned_v6: usize,
     expired_awaiting_removal: usize,
     allowlisted_prefixes: usize,
+    /// Bans an allow-listed prefix overlaps: while a family has any, the program looks its
+    /// allow list up on every banned SYN.
+    allowlist_overlaps: usize,
     tables: TableUsage,
     ports: Vec<u16>,
     observe: bool,
@@ -203,6 +206,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         banned_v6: bans.iter().filter(|b| b.net.addr().is_ipv6()).count(),
         expired_awaiting_removal: bans.iter().filter(|b| b.expires_at_ns <= boot).count(),
         allowlisted_prefixes: maps.allows()?.len(),
+        allowlist_overlaps: maps.allow_overlaps(),
         tables: maps.table_usage(),
         ports: maps.ports()?,
         observe: maps.settings()?.flags & blocker_common::flags::OBSERVE != 0,
@@ -247,11 +251,12 @@ fn print_status(report: &StatusReport, state_file: &Path) {
     );
     println!("ports:       {:?}", report.ports);
     println!(
-        "bans:        {} IPv4, {} IPv6 prefixes ({} expired, awaiting removal); {} allow-listed",
+        "bans:        {} IPv4, {} IPv6 prefixes ({} expired, awaiting removal); {} allow-listed, overlapping {} bans",
         report.banned_v4,
         report.banned_v6,
         report.expired_awaiting_removal,
-        report.allowlisted_prefixes
+        report.allowlisted_prefixes,
+        report.allowlist_overlaps
     );
     let t = &report.tables;
     println!(

@@ -248,6 +248,10 @@ impl Enforcer {
         let applied = self.sync.tick(clock::now_ns(), &mut self.maps);
         self.recount(&applied);
         self.maps.sweep_tables();
+        if let Err(e) = self.maps.settle_allow_flags() {
+            // Only costs speed: the program goes on looking the allow list up.
+            tracing::warn!(error = %error_chain(&e), "lowering an allow-list flag failed");
+        }
         applied
     }
 }
@@ -505,15 +509,7 @@ fn log_counters(maps: &KernelMaps) {
 fn configure(maps: &mut KernelMaps, settings: &DaemonSettings) -> Result<(), MapsError> {
     maps.set_ports(&settings.ports)?;
     maps.set_observe(settings.observe)?;
-    for stale in maps.allows()? {
-        if !settings.allowlist.contains(&stale) {
-            maps.remove_allow(stale)?;
-        }
-    }
-    for net in &settings.allowlist {
-        maps.insert_allow(*net)?;
-    }
-    Ok(())
+    maps.set_allowlist(&settings.allowlist)
 }
 
 /// How an interface got the program, for the state file.

@@ -21,6 +21,10 @@ use ipnet::IpNet;
 
 use crate::table::{Table, TableError};
 
+mod allow;
+
+use allow::AllowList;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
     #[error("the XDP object has no map named {name}")]
@@ -120,6 +124,13 @@ pub struct KernelMaps {
     overflow: HashSet<IpNet>,
     allow_v4: LpmTrie<MapData, [u8; 4], AllowEntry>,
     allow_v6: LpmTrie<MapData, [u8; 16], AllowEntry>,
+    /// What the allow tries hold.
+    allow: AllowList,
+    /// The bans in the maps that an allow-listed prefix overlaps.
+    overlapped: HashSet<IpNet>,
+    /// The `flags::ALLOW_*` bits raised: a family's is raised before the first ban the allow
+    /// list overlaps goes in, and lowered only once none is left (`settle_allow_flags`).
+    allow_flags: u32,
     ports: Array<MapData, u64>,
     settings: Array<MapData, Settings>,
     stats: PerCpuArray<MapData, FamilyStats>,
@@ -214,18 +225,18 @@ impl KernelMaps {
         settings: Array<MapData, Settings>,
         stats: PerCpuArray<MapData, FamilyStats>,
     ) -> Result<Self, MapsError> {
-        let seed = settings
-            .get(&0, 0)
-            .map_err(op(map::SETTINGS, "get"))?
-            .hash_seed;
+        let pinned = settings.get(&0, 0).map_err(op(map::SETTINGS, "get"))?;
         let mut maps = Self {
-            v4_addrs: Table::open(map::BANNED_V4_ADDRS, v4_addrs, seed)?,
+            v4_addrs: Table::open(map::BANNED_V4_ADDRS, v4_addrs, pinned.hash_seed)?,
             v4_ranges,
-            v6_addrs: Table::open(map::BANNED_V6_ADDRS, v6_addrs, seed)?,
+            v6_addrs: Table::open(map::BANNED_V6_ADDRS, v6_addrs, pinned.hash_seed)?,
             v6_ranges,
             overflow: HashSet::new(),
             allow_v4,
             allow_v6,
+            allow: AllowList::default(),
+            overlapped: HashSet::new(),
+            allow_flags: pinned.flags & (flags::ALLOW_V4 | flags::ALLOW_V6),
             ports,
             settings,
             stats,
@@ -236,7 +247,28 @@ impl KernelMaps {
             .map(|ban| ban.net)
             .filter(|net| net.prefix_len() == net.max_prefix_len())
             .collect();
+        maps.allow = AllowList::new(maps.allows()?);
+        maps.count_overlaps()?;
         Ok(maps)
+    }
+
+    /// Finds the bans the allow list overlaps, and keeps their families' flags raised (a
+    /// pinned flag stays raised too, until `settle_allow_flags` finds it can go).
+    fn count_overlaps(&mut self) -> Result<(), MapsError> {
+        self.overlapped = if self.allow.is_empty() {
+            HashSet::new()
+        } else {
+            let allow = &self.allow;
+            self.bans()?
+                .into_iter()
+                .map(|ban| ban.net)
+                .filter(|&net| allow.overlaps(net))
+                .collect()
+        };
+        for net in &self.overlapped {
+            self.allow_flags |= allow_flag(*net);
+        }
+        Ok(())
     }
 
     /// Deletes trie copies of addresses the table also holds (left by a daemon that died
@@ -265,6 +297,10 @@ impl KernelMaps {
     /// absent meanwhile. A single address's kernel expiry is rounded up to the table's unit
     /// (`table::EXPIRY_SHIFT`).
     pub fn insert_ban(&mut self, ban: Ban) -> Result<(), MapsError> {
+        if self.allow.overlaps(ban.net) {
+            self.raise_allow_flag(allow_flag(ban.net))?;
+            self.overlapped.insert(ban.net);
+        }
         let now = Instant::now();
         let tag = table::tag(ban.expires_at_ns, ban.origin);
         let (in_table, first) = match ban.net {
@@ -351,7 +387,36 @@ impl KernelMaps {
         } else if emptied {
             self.mark_lists()?;
         }
+        // Its family's flag stays up a while yet: a packet may have found the ban just now.
+        self.overlapped.remove(&net);
         Ok(())
+    }
+
+    /// Makes the program look `flag`'s allow list up on every hit from now on. Waits for the
+    /// program runs under way, which read the flags before it was raised: only then may a ban
+    /// the allow list overlaps go in.
+    fn raise_allow_flag(&mut self, flag: u32) -> Result<(), MapsError> {
+        if self.allow_flags & flag == 0 {
+            self.allow_flags |= flag;
+            self.mark_lists()?;
+            wait_for_running_programs();
+        }
+        Ok(())
+    }
+
+    /// Lowers the allow flag of each family that no ban the allow list overlaps is left in,
+    /// once the program runs that may have found one have ended. Called each second.
+    pub fn settle_allow_flags(&mut self) -> Result<(), MapsError> {
+        let needed = self
+            .overlapped
+            .iter()
+            .fold(0, |f, net| f | allow_flag(*net));
+        if self.allow_flags & !needed == 0 {
+            return Ok(());
+        }
+        wait_for_running_programs();
+        self.allow_flags = needed;
+        self.mark_lists()
     }
 
     /// Removes exactly `net` from its family's range trie; absent is fine.
@@ -477,8 +542,32 @@ impl KernelMaps {
         Ok(bans)
     }
 
-    /// Allow-lists `net`: a SYN from it is never dropped, whatever bans cover it.
-    pub fn insert_allow(&mut self, net: IpNet) -> Result<(), MapsError> {
+    /// Makes exactly `nets` the allow list: a SYN from them is never dropped, whatever bans
+    /// cover it.
+    pub fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), MapsError> {
+        let stale: Vec<IpNet> = self
+            .allows()?
+            .into_iter()
+            .filter(|net| !nets.contains(net))
+            .collect();
+        for net in stale {
+            remove_prefix(
+                (&mut self.allow_v4, map::ALLOW_V4),
+                (&mut self.allow_v6, map::ALLOW_V6),
+                net,
+            )?;
+        }
+        for net in nets {
+            self.insert_allow(*net)?;
+        }
+        // Raising now, with no wait, is safe: each ban the flags newly cover was there before
+        // its allow entry. Lowering is left to `settle_allow_flags`.
+        self.allow = AllowList::new(nets.iter().copied());
+        self.count_overlaps()?;
+        self.mark_lists()
+    }
+
+    fn insert_allow(&mut self, net: IpNet) -> Result<(), MapsError> {
         let len = u32::from(net.prefix_len());
         let entry = AllowEntry { prefix_len: len };
         match net {
@@ -490,12 +579,17 @@ impl KernelMaps {
                 .allow_v6
                 .insert(&Key::new(len, n.network().octets()), entry, 0)
                 .map_err(op(map::ALLOW_V6, "insert")),
-        }?;
-        self.mark_lists()
+        }
     }
 
-    /// Tells the program which range tries and allow lists hold anything (it skips empty
-    /// ones).
+    /// How many bans in the maps an allow-listed prefix overlaps.
+    #[must_use]
+    pub fn allow_overlaps(&self) -> usize {
+        self.overlapped.len()
+    }
+
+    /// Tells the program which tables and range tries hold anything (it skips empty ones),
+    /// and which allow lists to look up.
     fn mark_lists(&mut self) -> Result<(), MapsError> {
         let mut settings = self.settings()?;
         let held = [
@@ -503,8 +597,8 @@ impl KernelMaps {
             (flags::ADDRS_V6, self.v6_addrs.held() > 0),
             (flags::RANGES_V4, self.v4_ranges.keys().next().is_some()),
             (flags::RANGES_V6, self.v6_ranges.keys().next().is_some()),
-            (flags::ALLOW_V4, self.allow_v4.keys().next().is_some()),
-            (flags::ALLOW_V6, self.allow_v6.keys().next().is_some()),
+            (flags::ALLOW_V4, self.allow_flags & flags::ALLOW_V4 != 0),
+            (flags::ALLOW_V6, self.allow_flags & flags::ALLOW_V6 != 0),
         ];
         for (flag, holds) in held {
             settings.flags = if holds {
@@ -520,16 +614,6 @@ impl KernelMaps {
         self.settings
             .set(0, settings, 0)
             .map_err(op(map::SETTINGS, "set"))
-    }
-
-    /// Removes exactly `net` from the allow list; absent is fine.
-    pub fn remove_allow(&mut self, net: IpNet) -> Result<(), MapsError> {
-        remove_prefix(
-            (&mut self.allow_v4, map::ALLOW_V4),
-            (&mut self.allow_v6, map::ALLOW_V6),
-            net,
-        )?;
-        self.mark_lists()
     }
 
     /// The allow-listed prefixes.
@@ -634,6 +718,28 @@ fn range_flag(net: IpNet) -> u32 {
     match net {
         IpNet::V4(_) => flags::RANGES_V4,
         IpNet::V6(_) => flags::RANGES_V6,
+    }
+}
+
+/// The flag making the program look up `net`'s family's allow list.
+fn allow_flag(net: IpNet) -> u32 {
+    match net {
+        IpNet::V4(_) => flags::ALLOW_V4,
+        IpNet::V6(_) => flags::ALLOW_V6,
+    }
+}
+
+/// Returns once every run of an XDP program under way has ended. XDP runs inside an RCU
+/// read-side section (the driver's, or NAPI's with bottom halves off), and
+/// `MEMBARRIER_CMD_GLOBAL` waits for an RCU grace period (`synchronize_rcu`), a few ms. Where
+/// the kernel refuses it (built without it, or with `nohz_full` CPUs), a 10 ms sleep, some
+/// thousands of runs' length, stands in.
+fn wait_for_running_programs() {
+    // SAFETY: membarrier takes no pointers.
+    let waited =
+        unsafe { libc::syscall(libc::SYS_membarrier, libc::MEMBARRIER_CMD_GLOBAL, 0, 0) } == 0;
+    if !waited {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

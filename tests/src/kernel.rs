@@ -39,8 +39,17 @@ impl Program {
         Program { ebpf, maps }
     }
 
-    /// Writes `world` into the maps (bans, allow list, ports, mode).
+    /// Writes `world` into the maps (bans, then allow list, ports, mode).
     pub fn install(&mut self, world: &World) {
+        self.install_in_order(world, false);
+    }
+
+    /// Writes `world` into the maps, the allow list before the bans or after them: the map
+    /// layer tracks which bans the allow list overlaps either way.
+    pub fn install_in_order(&mut self, world: &World, allow_first: bool) {
+        if allow_first {
+            self.maps.set_allowlist(&world.allow).expect("allow list");
+        }
         for ban in &world.bans {
             self.maps
                 .insert_ban(Ban {
@@ -50,8 +59,8 @@ impl Program {
                 })
                 .expect("insert ban");
         }
-        for net in &world.allow {
-            self.maps.insert_allow(*net).expect("insert allow");
+        if !allow_first {
+            self.maps.set_allowlist(&world.allow).expect("allow list");
         }
         self.maps.set_ports(&world.ports).expect("ports");
         self.maps.set_observe(world.observe).expect("settings");

@@ -273,7 +273,7 @@ fn kernel_agrees_with_the_reference_classifier() {
     for _ in 0..WORLDS {
         let world = random_world(&mut rng, now);
         let mut program = Program::load();
-        program.install(&world);
+        program.install_in_order(&world, rng.random_bool(0.5));
         for _ in 0..PACKETS_PER_WORLD {
             let frame = random_frame(&mut rng, &world);
             let bytes = mutate(&mut rng, &frame);

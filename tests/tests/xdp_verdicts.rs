@@ -34,10 +34,24 @@ fn ban(net: &str, live: bool, origin: u32, now: u64) -> Ban {
     }
 }
 
+/// `bans` and `allow` at `now`, the mail ports protected, enforcing.
+fn world(bans: Vec<Ban>, allow: &[&str], now: u64) -> World {
+    World {
+        bans,
+        allow: allow
+            .iter()
+            .map(|net| net.parse().expect("test prefix"))
+            .collect(),
+        ports: MAIL_PORTS.to_vec(),
+        now_ns: now,
+        observe: false,
+    }
+}
+
 /// Bans across both families, nested and expired entries, and an allow list.
 fn standard_world(now: u64) -> World {
-    World {
-        bans: vec![
+    world(
+        vec![
             ban("198.51.100.0/24", true, origin::CROWDSEC, now),
             ban("198.51.100.128/25", false, origin::CSCLI, now),
             ban("203.0.113.7/32", true, origin::CSCLI, now),
@@ -47,31 +61,21 @@ fn standard_world(now: u64) -> World {
             ban("2001:db8::7/128", true, origin::LISTS, now),
             ban("2001:db8::9/128", false, origin::LISTS, now),
         ],
-        allow: vec![
-            "198.51.100.42/32".parse().unwrap(),
-            "2001:db8:bad:1::/64".parse().unwrap(),
-        ],
-        ports: MAIL_PORTS.to_vec(),
-        now_ns: now,
-        observe: false,
-    }
+        &["198.51.100.42/32", "2001:db8:bad:1::/64"],
+        now,
+    )
 }
 
 /// Everything banned (/0 in both families), one allow-listed host in each.
 fn ban_everything(now: u64) -> World {
-    World {
-        bans: vec![
+    world(
+        vec![
             ban("0.0.0.0/0", true, origin::CAPI, now),
             ban("::/0", true, origin::CAPI, now),
         ],
-        allow: vec![
-            "203.0.113.1/32".parse().unwrap(),
-            "2001:db8:1::1/128".parse().unwrap(),
-        ],
-        ports: MAIL_PORTS.to_vec(),
-        now_ns: now,
-        observe: false,
-    }
+        &["203.0.113.1/32", "2001:db8:1::1/128"],
+        now,
+    )
 }
 
 struct Case {
@@ -665,17 +669,15 @@ fn bans_end_in_the_kernel_on_time_with_no_daemon() {
         expires_at_ns,
         origin: origin::CSCLI,
     };
-    program.install(&World {
-        bans: vec![
+    program.install(&world(
+        vec![
             ban("198.51.100.0/24", range_ends),
             ban("203.0.113.7/32", singles_end),
             ban("2001:db8::7/128", singles_end),
         ],
-        allow: Vec::new(),
-        ports: MAIL_PORTS.to_vec(),
-        now_ns: now,
-        observe: false,
-    });
+        &[],
+        now,
+    ));
     let syn = |addr: &str| program.run(&Frame::syn(ip(addr), 25).bytes());
     let sleep_until = |at: u64| {
         let left = at.saturating_sub(blocker::clock::now_ns());
@@ -710,5 +712,108 @@ fn bans_end_in_the_kernel_on_time_with_no_daemon() {
         (range_ends - now) / MS,
         (singles_end_in_kernel - now) / MS,
         LAG / MS
+    );
+}
+
+/// Whether the program looks each family's allow list up on a hit (IPv4, IPv6).
+fn looked_up(program: &Program) -> (bool, bool) {
+    let flags = program.maps.settings().expect("settings").flags;
+    (
+        flags & blocker_common::flags::ALLOW_V4 != 0,
+        flags & blocker_common::flags::ALLOW_V6 != 0,
+    )
+}
+
+/// One SYN from each of `addrs`: its verdict, and whether it counted as allow-listed.
+fn syns(program: &Program, addrs: &[&str]) -> Vec<(u32, bool)> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let source = ip(addr);
+            let index = usize::from(source.is_ipv6());
+            let before = program.stats()[index];
+            let verdict = program.run(&Frame::syn(source, 25).bytes());
+            let allowlisted = delta(&program.stats()[index], &before).allowlisted == 1;
+            (verdict, allowlisted)
+        })
+        .collect()
+}
+
+/// The program looks a family's allow list up only while a ban of that family overlaps it,
+/// and an allow-listed source passes throughout: when the overlap is there as the allow list
+/// is written, when a ban brings it later, and after the last such ban has gone.
+#[test]
+fn the_allow_list_is_looked_up_only_while_a_ban_overlaps_it() {
+    if !privileged("the_allow_list_is_looked_up_only_while_a_ban_overlaps_it") {
+        return;
+    }
+    let mut program = Program::load();
+    let now = blocker::clock::now_ns();
+    let live = |net: &str| ban(net, true, origin::CSCLI, now);
+    program.install(&world(
+        vec![
+            live("198.51.100.0/24"),
+            live("203.0.113.7/32"),
+            live("2001:db8::7/128"),
+        ],
+        &["198.51.100.42/32", "2001:db8:1::/48"],
+        now,
+    ));
+    let allowed = (XDP_PASS, true);
+    let dropped = (XDP_DROP, false);
+    let clean = (XDP_PASS, false);
+
+    // The /24 holds an allow-listed address as the list is written: IPv4's list is looked up.
+    assert_eq!(looked_up(&program), (true, false));
+    assert_eq!(program.maps.allow_overlaps(), 1);
+    let sources = [
+        "198.51.100.42",
+        "198.51.100.1",
+        "203.0.113.7",
+        "2001:db8::7",
+    ];
+    assert_eq!(
+        syns(&program, &sources),
+        [allowed, dropped, dropped, dropped]
+    );
+
+    // The /24 lifted: the flag stays up until the runs that may have found it are over.
+    let lifted = "198.51.100.0/24".parse().expect("test prefix");
+    program.maps.remove_ban(lifted).expect("lift the /24");
+    assert_eq!(looked_up(&program), (true, false));
+    program.maps.settle_allow_flags().expect("settle");
+    assert_eq!(looked_up(&program), (false, false));
+    assert_eq!(program.maps.allow_overlaps(), 0);
+    assert_eq!(syns(&program, &sources), [clean, clean, dropped, dropped]);
+
+    // Bans that overlap arrive: each family's flag is up before its ban is in. One that does
+    // not changes nothing, and settling keeps what is still needed.
+    for net in ["2001:db8:1::5/128", "198.51.0.0/16", "203.0.113.9/32"] {
+        let Ban {
+            net,
+            expires_at_ns,
+            origin,
+        } = live(net);
+        let ban = blocker::maps::Ban {
+            net,
+            expires_at_ns,
+            origin,
+        };
+        program.maps.insert_ban(ban).expect("ban");
+    }
+    program.maps.settle_allow_flags().expect("settle");
+    assert_eq!(looked_up(&program), (true, true));
+    assert_eq!(program.maps.allow_overlaps(), 2);
+    assert_eq!(
+        syns(
+            &program,
+            &[
+                "2001:db8:1::5",
+                "198.51.100.42",
+                "198.51.7.1",
+                "203.0.113.9"
+            ]
+        ),
+        [allowed, allowed, dropped, dropped]
     );
 }

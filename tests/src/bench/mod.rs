@@ -167,6 +167,10 @@ pub fn ratio(num: u64, den: usize) -> f64 {
 }
 
 /// The real blocker program, loaded and unattached, with its maps.
+/// The allow list blocker runs with: two prefixes no ban overlaps, as a mail host's own
+/// networks seldom are banned (the program then never looks it up).
+pub const HOST_ALLOWLIST: [&str; 2] = ["198.51.100.0/24", "2001:db8:ff::/48"];
+
 pub struct Blocker {
     ebpf: Ebpf,
     pub maps: KernelMaps,
@@ -198,7 +202,7 @@ impl Blocker {
         usize::try_from(buckets).expect("a bucket count") * size_of::<blocker_common::BucketV4>()
     }
 
-    /// Bans every prefix of `set` for ever and protects the mail ports.
+    /// Bans every prefix of `set` for ever, protects the mail ports and sets `HOST_ALLOWLIST`.
     pub fn install(&mut self, set: &sets::BanSet) {
         for net in set.nets() {
             self.maps
@@ -211,6 +215,13 @@ impl Blocker {
         }
         self.maps.set_ports(&MAIL_PORTS).expect("set ports");
         self.maps.set_observe(false).expect("set settings");
+        let allow = HOST_ALLOWLIST.map(|net| net.parse().expect("a prefix"));
+        self.maps.set_allowlist(&allow).expect("set the allow list");
+        assert_eq!(
+            self.maps.allow_overlaps(),
+            0,
+            "no ban overlaps the allow list"
+        );
     }
 
     #[must_use]
