@@ -53,7 +53,7 @@ struct Family<const N: usize, const W: usize, const K: usize, const P: usize> {
     addrs_flag: u32,
     /// The `Settings` flag saying `ranges` holds anything.
     ranges_flag: u32,
-    /// The `Settings` flag saying `allow` holds anything.
+    /// The `Settings` flag saying some ban overlaps `allow`: only then is it looked up.
     allow_flag: u32,
 }
 

@@ -398,7 +398,11 @@ impl KernelMaps {
     fn raise_allow_flag(&mut self, flag: u32) -> Result<(), MapsError> {
         if self.allow_flags & flag == 0 {
             self.allow_flags |= flag;
-            self.mark_lists()?;
+            if let Err(e) = self.mark_lists() {
+                // Not raised in the kernel: the next overlapping ban must try again.
+                self.allow_flags &= !flag;
+                return Err(e);
+            }
             wait_for_running_programs();
         }
         Ok(())
@@ -545,11 +549,22 @@ impl KernelMaps {
     /// Makes exactly `nets` the allow list: a SYN from them is never dropped, whatever bans
     /// cover it.
     pub fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), MapsError> {
+        // The flags first, so that each new entry takes effect as it goes in. No wait is
+        // needed: a run that read the flags before can only miss entries not yet there.
+        // Lowering, for bans that only stale entries overlapped, is left to
+        // `settle_allow_flags`.
+        self.allow = AllowList::new(nets.iter().copied());
+        self.count_overlaps()?;
+        self.mark_lists()?;
+        // New entries before stale ones go, so that a network split in two is never open.
         let stale: Vec<IpNet> = self
             .allows()?
             .into_iter()
             .filter(|net| !nets.contains(net))
             .collect();
+        for net in nets {
+            self.insert_allow(*net)?;
+        }
         for net in stale {
             remove_prefix(
                 (&mut self.allow_v4, map::ALLOW_V4),
@@ -557,14 +572,7 @@ impl KernelMaps {
                 net,
             )?;
         }
-        for net in nets {
-            self.insert_allow(*net)?;
-        }
-        // Raising now, with no wait, is safe: each ban the flags newly cover was there before
-        // its allow entry. Lowering is left to `settle_allow_flags`.
-        self.allow = AllowList::new(nets.iter().copied());
-        self.count_overlaps()?;
-        self.mark_lists()
+        Ok(())
     }
 
     fn insert_allow(&mut self, net: IpNet) -> Result<(), MapsError> {
@@ -732,8 +740,8 @@ fn allow_flag(net: IpNet) -> u32 {
 /// Returns once every run of an XDP program under way has ended. XDP runs inside an RCU
 /// read-side section (the driver's, or NAPI's with bottom halves off), and
 /// `MEMBARRIER_CMD_GLOBAL` waits for an RCU grace period (`synchronize_rcu`), a few ms. Where
-/// the kernel refuses it (built without it, or with `nohz_full` CPUs), a 10 ms sleep, some
-/// thousands of runs' length, stands in.
+/// the kernel refuses it (built without it, or with `nohz_full` CPUs), a 10 ms sleep stands
+/// in: thousands of runs' length, though no proof against a run the hypervisor stalls longer.
 fn wait_for_running_programs() {
     // SAFETY: membarrier takes no pointers.
     let waited =

@@ -271,3 +271,68 @@ fn deleting_one_of_two_decisions_on_an_address_leaves_the_other() {
         .run(|| lapi.cscli(&["decisions", "delete", "--id", short]));
     reachable("both decisions deleted", attacker, v4);
 }
+
+/// An allow-listed client inside a banned range keeps reaching the mail ports while the
+/// attacker beside it is refused. The daemon has the program look its family's allow list up
+/// only while that ban lasts (`blocker status`: "overlapping N bans"), and stops once it is
+/// deleted.
+#[test]
+fn an_allow_listed_host_inside_a_banned_range_stays_reachable() {
+    if !privileged("an_allow_listed_host_inside_a_banned_range_stays_reachable") {
+        return;
+    }
+    let lan = Lan::mail_scene();
+    let (mail, attacker, client) = lan.roles();
+    let v4 = IpAddr::V4(mail.v4);
+    let lapi = mail.ns.run(Lapi::start);
+    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let _listeners = Listeners::start(mail, &[25, 993, 8080]);
+    let mut settings = daemon::settings(&lapi.url(), &key);
+    settings.allowlist = vec![IpAddr::V4(client.v4).into()];
+    let pins = settings.pin_dir.clone();
+    let _daemon = Daemon::start(&mail.ns, settings);
+    reachable("before any decision", attacker, v4);
+    // (IPv4's allow list looked up, bans it overlaps), as `blocker status` reads them.
+    let allow_lookups = || {
+        let start = Instant::now();
+        let maps = loop {
+            match blocker::maps::KernelMaps::from_pins(&pins) {
+                Ok(maps) => break maps,
+                // Not pinned yet: the daemon is still starting.
+                Err(e) => assert!(start.elapsed() < WITHIN, "{}", blocker::error_chain(&e)),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let flags = maps.settings().expect("settings").flags;
+        (
+            flags & blocker_common::flags::ALLOW_V4 != 0,
+            maps.allow_overlaps(),
+        )
+    };
+    assert_eq!(
+        allow_lookups(),
+        (false, 0),
+        "no ban overlaps the allow list"
+    );
+
+    let range = "203.0.113.0/24";
+    mail.ns.run(|| lapi.add_decision_range(range, "4h", "ban"));
+    blocked("the attacker in the banned range", attacker, v4);
+    reachable("the allow-listed client in the banned range", client, v4);
+    assert_eq!(allow_lookups(), (true, 1));
+
+    mail.ns.run(|| lapi.delete_decisions_range(range));
+    reachable("the attacker, the range deleted", attacker, v4);
+    let start = Instant::now();
+    while allow_lookups() != (false, 0) {
+        assert!(
+            start.elapsed() < WITHIN,
+            "the allow list is still looked up {:?} after the ban went",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "allow-listed client reachable inside a banned /24; its allow list looked up only while the ban lasted"
+    );
+}

@@ -816,4 +816,13 @@ fn the_allow_list_is_looked_up_only_while_a_ban_overlaps_it() {
         ),
         [allowed, allowed, dropped, dropped]
     );
+
+    // IPv6's overlap lifted: its flag goes, IPv4's stays, and an IPv4-mapped source is judged
+    // by IPv4's.
+    let lifted = "2001:db8:1::5/128".parse().expect("test prefix");
+    program.maps.remove_ban(lifted).expect("lift");
+    program.maps.settle_allow_flags().expect("settle");
+    assert_eq!(looked_up(&program), (true, false));
+    let mapped = ["::ffff:198.51.100.42", "::ffff:198.51.7.1", "2001:db8:1::5"];
+    assert_eq!(syns(&program, &mapped), [allowed, dropped, clean]);
 }

@@ -166,11 +166,11 @@ pub fn ratio(num: u64, den: usize) -> f64 {
     num as f64 / den as f64
 }
 
-/// The real blocker program, loaded and unattached, with its maps.
 /// The allow list blocker runs with: two prefixes no ban overlaps, as a mail host's own
 /// networks seldom are banned (the program then never looks it up).
 pub const HOST_ALLOWLIST: [&str; 2] = ["198.51.100.0/24", "2001:db8:ff::/48"];
 
+/// The real blocker program, loaded and unattached, with its maps.
 pub struct Blocker {
     ebpf: Ebpf,
     pub maps: KernelMaps,

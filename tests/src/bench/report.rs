@@ -516,7 +516,8 @@ fn per_packet_section(md: &mut String, pp: &PerPacket) {
          below). Sizes are entries per family (held): 99 % single addresses, 1 % disjoint ranges \
          (IPv4 /16../24, IPv6 /33../64: a /32 would be all of 2001:db8::/32). Frames carry IPv4 sources only from \
          198.18.0.0/15, which holds at most 65,792 of the entries; past those, IPv4 entries come from the \
-         reserved 240.0.0.0/4: they fill the maps, and no frame carries them. blocker runs with an allow list          ({}) that no ban overlaps, as a mail host's own networks: the program then never looks it up.\n",
+         reserved 240.0.0.0/4: they fill the maps, and no frame carries them. blocker runs with an allow list \
+         ({}) that no ban overlaps, as a mail host's own networks: the program then never looks it up.\n",
         pp.rounds,
         pp.repeat,
         grouped(pp.spread),
