@@ -68,6 +68,15 @@ fn reachable(what: &str, from: &Host, to: IpAddr) -> Duration {
     until(what, WITHIN, from, to, &[25, 993], true)
 }
 
+/// A real LAPI on `mail`'s loopback, with a bouncer key for blocker, and a test daemon's
+/// settings to reach it.
+fn lapi_for(mail: &Host) -> (Lapi, blocker::daemon::DaemonSettings) {
+    let lapi = mail.ns.run(Lapi::start);
+    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let settings = daemon::settings(&lapi.url(), &key);
+    (lapi, settings)
+}
+
 #[test]
 fn decisions_from_cscli_are_enforced_and_lifted() {
     if !privileged("decisions_from_cscli_are_enforced_and_lifted") {
@@ -76,10 +85,8 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
     let lan = Lan::mail_scene();
     let (mail, attacker, client) = lan.roles();
     let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
-    let lapi = mail.ns.run(Lapi::start);
-    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let (lapi, mut settings) = lapi_for(mail);
     let _listeners = Listeners::start(mail, &[25, 993, 8080]);
-    let mut settings = daemon::settings(&lapi.url(), &key);
     settings.prometheus = Some(METRICS.parse().expect("metrics address"));
     let _daemon = Daemon::start(&mail.ns, settings);
 
@@ -171,10 +178,9 @@ fn enforcement_survives_a_lapi_restart() {
     let lan = Lan::mail_scene();
     let (mail, attacker, _) = lan.roles();
     let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
-    let lapi = mail.ns.run(Lapi::start);
-    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let (lapi, settings) = lapi_for(mail);
     let _listeners = Listeners::start(mail, &[25, 993, 8080]);
-    let _daemon = Daemon::start(&mail.ns, daemon::settings(&lapi.url(), &key));
+    let _daemon = Daemon::start(&mail.ns, settings);
 
     mail.ns
         .run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
@@ -221,10 +227,8 @@ fn deleting_one_of_two_decisions_on_an_address_leaves_the_other() {
     let lan = Lan::mail_scene();
     let (mail, attacker, _) = lan.roles();
     let v4 = IpAddr::V4(mail.v4);
-    let lapi = mail.ns.run(Lapi::start);
-    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let (lapi, settings) = lapi_for(mail);
     let _listeners = Listeners::start(mail, &[25, 993, 8080]);
-    let settings = daemon::settings(&lapi.url(), &key);
     let pins = settings.pin_dir.clone();
     let _daemon = Daemon::start(&mail.ns, settings);
 
@@ -284,10 +288,8 @@ fn an_allow_listed_host_inside_a_banned_range_stays_reachable() {
     let lan = Lan::mail_scene();
     let (mail, attacker, client) = lan.roles();
     let v4 = IpAddr::V4(mail.v4);
-    let lapi = mail.ns.run(Lapi::start);
-    let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let (lapi, mut settings) = lapi_for(mail);
     let _listeners = Listeners::start(mail, &[25, 993, 8080]);
-    let mut settings = daemon::settings(&lapi.url(), &key);
     settings.allowlist = vec![IpAddr::V4(client.v4).into()];
     let pins = settings.pin_dir.clone();
     let _daemon = Daemon::start(&mail.ns, settings);
