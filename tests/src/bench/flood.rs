@@ -57,8 +57,10 @@ impl Config {
     #[must_use]
     pub fn new(quick: bool) -> Config {
         if quick {
+            // 100k too, the smallest set that bans every source as single addresses, so that
+            // the hash-set run is taken too.
             Config {
-                sizes: vec![1],
+                sizes: vec![1, 100_000],
                 seconds: 1.0,
                 rounds: 1,
             }
@@ -112,7 +114,30 @@ pub const CEILING: &str = "empty XDP_DROP";
 /// Not a target's reference: shows what reading the packet costs here (see the report).
 pub const READING: &str = "XDP_DROP reading the source";
 pub const BLOCKER: &str = "blocker";
+/// The issue's reference: the same prefixes in interval sets.
 pub const NFTABLES: &str = "nftables";
+/// What crowdsec-firewall-bouncer itself builds: hash sets of addresses with timeouts.
+pub const NFTABLES_HASH: &str = "nftables, hash set";
+
+/// The two kinds of nftables set the flood is run against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NftSets {
+    /// `flags interval`: every prefix as it is (an rbtree at this size).
+    Interval,
+    /// `flags timeout`, as crowdsec-firewall-bouncer's nftables mode makes them: addresses
+    /// only, a range cut to its first address (its `normalizedDecisions`), each with a 4 h
+    /// timeout.
+    Hash,
+}
+
+impl NftSets {
+    fn filter(self) -> &'static str {
+        match self {
+            NftSets::Interval => NFTABLES,
+            NftSets::Hash => NFTABLES_HASH,
+        }
+    }
+}
 
 /// The two namespaces and their veth pair, named after this process so that the NAPI thread
 /// (`napi/<interface>-<id>`, cut to 15 bytes) can be told from other namespaces' threads.
@@ -372,31 +397,37 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
                 log,
             ));
         }
-        let load = load_nftables(&wire.rx, &set);
-        // Frames the NAPI took minus frames that got past the drop rules: listing the rules'
-        // own counter would make nft fetch the sets' elements (minutes for 1M: the kernel's
-        // set dump restarts its walk for every message).
-        let nft_drops = || wire.ethtool_stat("rx_queue_0_xdp_packets") - nft_passed(&wire.rx);
-        let row = measure(
-            NFTABLES,
-            Some(size),
-            Some(set.len()),
-            Some(load),
-            &nft_drops,
-            log,
-        );
-        if set.len() <= 10_000 {
-            // Small enough to read the drop rules' own counter: it must agree.
-            let derived: u64 = row.rounds.iter().map(|r| r.dropped).sum();
-            assert_eq!(
-                nft_counter(&wire.rx),
-                derived,
-                "nftables' drop counter disagrees with frames in - frames past"
+        for kind in [NftSets::Interval, NftSets::Hash] {
+            if kind == NftSets::Hash && set.v4.singles() == 0 {
+                // At one entry the bouncer's hash set would hold 198.18.0.0 alone: no drops.
+                continue;
+            }
+            let (load, elements) = load_nftables(&wire.rx, &set, kind);
+            // Frames the NAPI took minus frames that got past the drop rules: listing the
+            // rules' own counter would make nft fetch the sets' elements (minutes for 1M: the
+            // kernel's set dump restarts its walk for every message).
+            let nft_drops = || wire.ethtool_stat("rx_queue_0_xdp_packets") - nft_passed(&wire.rx);
+            let row = measure(
+                kind.filter(),
+                Some(size),
+                Some(elements),
+                Some(load),
+                &nft_drops,
+                log,
             );
-        }
-        rows.push(row);
-        for table in ["blkbench", "blkbench_pass"] {
-            let _ = wire.rx.exec("nft", &["delete", "table", "inet", table]);
+            if elements <= 10_000 {
+                // Small enough to read the drop rules' own counter: it must agree.
+                let derived: u64 = row.rounds.iter().map(|r| r.dropped).sum();
+                assert_eq!(
+                    nft_counter(&wire.rx),
+                    derived,
+                    "nftables' drop counter disagrees with frames in - frames past"
+                );
+            }
+            rows.push(row);
+            for table in ["blkbench", "blkbench_pass"] {
+                let _ = wire.rx.exec("nft", &["delete", "table", "inet", table]);
+            }
         }
     }
     Results {
@@ -443,14 +474,18 @@ fn row(
     }
 }
 
-/// Loads `set` into an nftables table in `ns` (interval sets, `raw` prerouting) and returns how
-/// long `nft -f` took.
-fn load_nftables(ns: &Netns, set: &BanSet) -> f64 {
+/// Loads `set` into an nftables table in `ns` (sets of `kind`, `raw` prerouting); returns how
+/// long `nft -f` took and how many elements the sets hold.
+fn load_nftables(ns: &Netns, set: &BanSet, kind: NftSets) -> (f64, usize) {
     let ports = MAIL_PORTS.map(|p| p.to_string()).join(", ");
+    let flags = match kind {
+        NftSets::Interval => "interval",
+        NftSets::Hash => "timeout",
+    };
     let mut script = format!(
         "table inet blkbench {{\n\
-         \tset banned4 {{ type ipv4_addr; flags interval; }}\n\
-         \tset banned6 {{ type ipv6_addr; flags interval; }}\n\
+         \tset banned4 {{ type ipv4_addr; flags {flags}; }}\n\
+         \tset banned6 {{ type ipv6_addr; flags {flags}; }}\n\
          \tcounter dropped {{ }}\n\
          \tchain pre {{\n\
          \t\ttype filter hook prerouting priority raw; policy accept;\n\
@@ -465,18 +500,29 @@ fn load_nftables(ns: &Netns, set: &BanSet) -> f64 {
          \t}}\n\
          }}\n"
     );
+    let mut elements = 0;
     for (name, nets) in [
         ("banned4", set.v4.nets().collect::<Vec<_>>()),
         ("banned6", set.v6.nets().collect()),
     ] {
+        let items: Vec<String> = match kind {
+            NftSets::Interval => nets.iter().map(ToString::to_string).collect(),
+            NftSets::Hash => nets
+                .iter()
+                .map(ipnet::IpNet::network)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|addr| format!("{addr} timeout 4h"))
+                .collect(),
+        };
+        elements += items.len();
         // One `add element` per 10,000: nft handles big sets better in pieces.
-        for chunk in nets.chunks(10_000) {
-            write!(script, "add element inet blkbench {name} {{ ").expect("write to a String");
-            for (i, net) in chunk.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                write!(script, "{sep}{net}").expect("write to a String");
-            }
-            script.push_str(" }\n");
+        for chunk in items.chunks(10_000) {
+            let _ = writeln!(
+                script,
+                "add element inet blkbench {name} {{ {} }}",
+                chunk.join(", ")
+            );
         }
     }
     let path = std::env::temp_dir().join(format!("blkbench{}.nft", std::process::id()));
@@ -485,7 +531,7 @@ fn load_nftables(ns: &Netns, set: &BanSet) -> f64 {
     let _ = ns.exec("nft", &["-f", path.to_str().expect("a UTF-8 temp path")]);
     let took = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
-    took
+    (took, elements)
 }
 
 /// Packets of the drop rules' counter. Fetches the sets' elements: small sets only.
