@@ -251,12 +251,17 @@ fn print_status(report: &StatusReport, state_file: &Path) {
     );
     println!("ports:       {:?}", report.ports);
     println!(
-        "bans:        {} IPv4, {} IPv6 prefixes ({} expired, awaiting removal); {} allow-listed, overlapping {} bans",
+        "bans:        {} IPv4, {} IPv6 prefixes ({} expired, awaiting removal); {} allow-listed, overlapping {} ban{}",
         report.banned_v4,
         report.banned_v6,
         report.expired_awaiting_removal,
         report.allowlisted_prefixes,
-        report.allowlist_overlaps
+        report.allowlist_overlaps,
+        if report.allowlist_overlaps == 1 {
+            ""
+        } else {
+            "s"
+        }
     );
     let t = &report.tables;
     println!(

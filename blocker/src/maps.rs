@@ -549,20 +549,27 @@ impl KernelMaps {
     /// Makes exactly `nets` the allow list: a SYN from them is never dropped, whatever bans
     /// cover it.
     pub fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), MapsError> {
+        // In the tries' own form, so that an entry with host bits is not taken for stale.
+        let nets: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
         // The flags first, so that each new entry takes effect as it goes in. No wait is
         // needed: a run that read the flags before can only miss entries not yet there.
         // Lowering, for bans that only stale entries overlapped, is left to
         // `settle_allow_flags`.
         self.allow = AllowList::new(nets.iter().copied());
+        let raised = self.allow_flags;
         self.count_overlaps()?;
-        self.mark_lists()?;
+        if let Err(e) = self.mark_lists() {
+            // Not raised in the kernel: the next overlapping ban must raise them itself.
+            self.allow_flags = raised;
+            return Err(e);
+        }
         // New entries before stale ones go, so that a network split in two is never open.
         let stale: Vec<IpNet> = self
             .allows()?
             .into_iter()
             .filter(|net| !nets.contains(net))
             .collect();
-        for net in nets {
+        for net in &nets {
             self.insert_allow(*net)?;
         }
         for net in stale {

@@ -1,5 +1,6 @@
 //! The benchmark in quick mode (`cargo xtask bench --quick`), so it cannot rot: every part once
-//! at a small size, through the library, in well under a minute. It prints its figures and
+//! at small sizes (the flood at 100k too, the smallest set that bans each of its sources by
+//! address), through the library, in under a minute. It prints its figures and
 //! judges nothing: benchmarks are not pass/fail.
 
 use blocker_tests::{bench, privileged};

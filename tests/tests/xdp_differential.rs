@@ -281,8 +281,6 @@ fn kernel_agrees_with_the_reference_classifier() {
         let world = random_world(&mut rng, now);
         let mut program = Program::load();
         program.install_in_order(&world, rng.random_bool(0.5));
-        // Lowers the flag of a family whose allow list overlaps no ban.
-        program.maps.settle_allow_flags().expect("settle");
         for _ in 0..PACKETS_PER_WORLD {
             let frame = random_frame(&mut rng, &world);
             let bytes = mutate(&mut rng, &frame);

@@ -786,8 +786,8 @@ fn the_allow_list_is_looked_up_only_while_a_ban_overlaps_it() {
     assert_eq!(program.maps.allow_overlaps(), 0);
     assert_eq!(syns(&program, &sources), [clean, clean, dropped, dropped]);
 
-    // Bans that overlap arrive: each family's flag is up before its ban is in. One that does
-    // not changes nothing, and settling keeps what is still needed.
+    // Bans that overlap arrive: each family's flag goes up with its ban. One that does not
+    // changes nothing, and settling keeps what is still needed.
     for net in ["2001:db8:1::5/128", "198.51.0.0/16", "203.0.113.9/32"] {
         let Ban {
             net,
@@ -825,4 +825,10 @@ fn the_allow_list_is_looked_up_only_while_a_ban_overlaps_it() {
     assert_eq!(looked_up(&program), (true, false));
     let mapped = ["::ffff:198.51.100.42", "::ffff:198.51.7.1", "2001:db8:1::5"];
     assert_eq!(syns(&program, &mapped), [allowed, dropped, clean]);
+
+    // The same list written again, an entry with host bits: none is taken for stale and lost.
+    let again = ["198.51.100.42/32", "2001:db8:1::77/48"].map(|n| n.parse().expect("a prefix"));
+    program.maps.set_allowlist(&again).expect("allow list");
+    assert_eq!(program.maps.allows().expect("the allow list").len(), 2);
+    assert_eq!(syns(&program, &["198.51.100.42"]), [allowed]);
 }

@@ -44,7 +44,7 @@ enum Task {
     /// against nftables, applying decisions and ban latency, legitimate traffic. Writes
     /// target/bench/report.md, report.json and cost.png.
     Bench {
-        /// Each part once at a small size: a smoke run of well under a minute.
+        /// Each part once at small sizes: a smoke run of under a minute.
         #[arg(long)]
         quick: bool,
         /// Only these parts, e.g. `1,3` (1 per packet, 2 flood, 3 control plane, 4 legitimate

@@ -20,11 +20,13 @@
 //! blocker does with it.
 //!
 //! Drops are read from the receiver's `rx_queue_0_xdp_drops` (the XDP programs).
-//! nftables has an interval set per family and a `prerouting` chain at priority `raw` matching
-//! flags and ports first, the set last, with a counter as a firewall bouncer's rules have; its
-//! drops are the frames the NAPI took minus those counted by a set-less table's chain right
-//! after it (to list a counter of a table with sets, nft fetches every element; the two figures
-//! agree, checked on small sets). Nothing lists a big set.
+//! nftables has a set per family and a `prerouting` chain at priority `raw` matching flags and
+//! ports first, the set last, with a counter as a firewall bouncer's rules have. It runs twice:
+//! with interval sets (the reference: every prefix as it is), and with the hash sets
+//! crowdsec-firewall-bouncer's nftables mode makes (see [`NftSets`]). Its drops are the frames
+//! the NAPI took minus those counted by a set-less table's chain right after it (to list a
+//! counter of a table with sets, nft fetches every element; the two figures agree, checked on
+//! the small interval sets). Nothing lists a big set.
 
 use std::{
     fmt::Write as _,
@@ -58,7 +60,7 @@ impl Config {
     pub fn new(quick: bool) -> Config {
         if quick {
             // 100k too, the smallest set that bans every source as single addresses, so that
-            // the hash-set run is taken too.
+            // the hash-set run is exercised.
             Config {
                 sizes: vec![1, 100_000],
                 seconds: 1.0,
@@ -399,7 +401,8 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
         }
         for kind in [NftSets::Interval, NftSets::Hash] {
             if kind == NftSets::Hash && set.v4.singles() == 0 {
-                // At one entry the bouncer's hash set would hold 198.18.0.0 alone: no drops.
+                // At one entry (the /16 as a range) the bouncer's hash set would hold 198.18.0.0
+                // alone, and drop next to nothing.
                 continue;
             }
             let (load, elements) = load_nftables(&wire.rx, &set, kind);
