@@ -90,17 +90,22 @@ pub const fn reading_drop() -> [Insn; 10] {
     ]
 }
 
-/// The flood generator, for live-frames mode: puts a random value in the low 16 bits of the
-/// IPv4 source and its ones' complement in the IP ID, so the one's-complement sum of the header,
-/// hence its checksum, is unchanged (the frame must start with `src_low + id == 0xffff`), then
-/// returns `XDP_TX`, which live-frames mode turns into a transmit on the ingress interface.
+/// The flood generator, for live-frames mode: puts a random value of `bits` bits (at most 16)
+/// in the low 16 bits of the IPv4 source and its ones' complement in the IP ID, so the
+/// one's-complement sum of the header, hence its checksum, is unchanged (the frame must start
+/// with `src_low + id == 0xffff`), then returns `XDP_TX`, which live-frames mode turns into a
+/// transmit on the ingress interface.
 #[must_use]
-pub const fn spraying_tx() -> [Insn; 12] {
+pub const fn spraying_tx(bits: u32) -> [Insn; 13] {
     const SRC_LOW: i16 = 14 + 14;
     const IP_ID: i16 = 14 + 4;
+    assert!(bits <= 16);
+    #[expect(clippy::cast_possible_wrap, reason = "at most 0xffff")]
+    let mask = ((1u32 << bits) - 1) as i32;
     [
         insn(0xbf, 6, 1, 0, 0),                  // r6 = ctx
         insn(0x85, 0, 0, 0, HELPER_PRANDOM_U32), // r0 = bpf_get_prandom_u32()
+        insn(0x57, 0, 0, 0, mask),               // r0 &= mask
         insn(0x61, 2, 6, 0, 0),                  // r2 = ctx->data
         insn(0x61, 3, 6, 4, 0),                  // r3 = ctx->data_end
         insn(0xbf, 4, 2, 0, 0),                  // r4 = r2

@@ -17,7 +17,9 @@
 //!
 //! Beside the empty `XDP_DROP` program (the ceiling), one that reads the IPv4 source before
 //! dropping tells what looking at a frame written on the other CPU costs, apart from what
-//! blocker does with it.
+//! blocker does with it. At the largest size blocker also takes a flood from 198.18.0.0/20
+//! alone (4,096 addresses), whose table lines the caches can keep: what is left of its cost
+//! when the table's size no longer brings misses.
 //!
 //! Drops are read from the receiver's `rx_queue_0_xdp_drops` (the XDP programs).
 //! nftables has a set per family and a `prerouting` chain at priority `raw` matching flags and
@@ -116,6 +118,10 @@ pub const CEILING: &str = "empty XDP_DROP";
 /// Not a target's reference: shows what reading the packet costs here (see the report).
 pub const READING: &str = "XDP_DROP reading the source";
 pub const BLOCKER: &str = "blocker";
+/// blocker, the flood's sources narrowed to 198.18.0.0/20 ([`FEW_SOURCE_BITS`]).
+pub const BLOCKER_FEW_SOURCES: &str = "blocker, 4,096 sources";
+/// Random bits of the narrowed flood's sources: 2^12 = 4,096 addresses.
+const FEW_SOURCE_BITS: u32 = 12;
 /// The reference: the same prefixes in interval sets.
 pub const NFTABLES: &str = "nftables";
 /// What crowdsec-firewall-bouncer itself builds: hash sets of addresses with timeouts.
@@ -337,17 +343,20 @@ fn flood(
 pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
     let wire = Wire::new();
     let generator =
-        RawXdp::load("flood_gen", &bpf::spraying_tx()).expect("load the flood generator");
+        RawXdp::load("flood_gen", &bpf::spraying_tx(16)).expect("load the flood generator");
+    let narrow = RawXdp::load("flood_gen_few", &bpf::spraying_tx(FEW_SOURCE_BITS))
+        .expect("load the narrowed flood generator");
     let frame = Frame::syn(SPRAY_BASE_V4.into(), 25).bytes();
     let xdp_drops = || wire.ethtool_stat("rx_queue_0_xdp_drops");
-    let measure = |filter,
+    let measure = |generator: &RawXdp,
+                   filter,
                    size: Option<usize>,
                    entries,
                    load_seconds,
                    dropped: &dyn Fn() -> u64,
                    log: &mut dyn FnMut(&str)| {
         let rounds: Vec<Round> = (0..config.rounds)
-            .map(|_| flood(&wire, &generator, &frame, config.seconds, dropped))
+            .map(|_| flood(&wire, generator, &frame, config.seconds, dropped))
             .collect();
         let row = row(filter, size, entries, load_seconds, rounds);
         log(&format!(
@@ -372,7 +381,9 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
             .rx
             .run(|| bpf::attach_xdp(prog.as_fd(), index))
             .unwrap_or_else(|e| panic!("attach the {filter} program: {e}"));
-        rows.push(measure(filter, None, None, None, &xdp_drops, log));
+        rows.push(measure(
+            &generator, filter, None, None, None, &xdp_drops, log,
+        ));
     }
     for &size in &config.sizes {
         let set = if size == 1 {
@@ -390,53 +401,82 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
             blocker.install(&set);
             let load = started.elapsed().as_secs_f64();
             blocker.attach(&wire.rx, &wire.rx_if);
+            let entries = Some(set.len());
             rows.push(measure(
+                &generator,
                 BLOCKER,
                 Some(size),
-                Some(set.len()),
+                entries,
                 Some(load),
                 &xdp_drops,
                 log,
             ));
-        }
-        for kind in [NftSets::Interval, NftSets::Hash] {
-            if kind == NftSets::Hash && set.v4.singles() == 0 {
-                // At one entry (the /16 as a range) the bouncer's hash set would hold 198.18.0.0
-                // alone, and drop next to nothing.
-                continue;
+            if Some(&size) == config.sizes.last() && set.v4.singles() > 0 {
+                rows.push(measure(
+                    &narrow,
+                    BLOCKER_FEW_SOURCES,
+                    Some(size),
+                    entries,
+                    None,
+                    &xdp_drops,
+                    log,
+                ));
             }
-            let (load, elements) = load_nftables(&wire.rx, &set, kind);
-            // Frames the NAPI took minus frames that got past the drop rules: listing the
-            // rules' own counter would make nft fetch the sets' elements (minutes for 1M: the
-            // kernel's set dump restarts its walk for every message).
-            let nft_drops = || wire.ethtool_stat("rx_queue_0_xdp_packets") - nft_passed(&wire.rx);
-            let row = measure(
-                kind.filter(),
-                Some(size),
+        }
+        let mut measure_nft = |filter, elements, load, dropped: &dyn Fn() -> u64| {
+            let size = Some(size);
+            measure(
+                &generator,
+                filter,
+                size,
                 Some(elements),
                 Some(load),
-                &nft_drops,
+                dropped,
                 log,
-            );
-            if elements <= 10_000 {
-                // Small enough to read the drop rules' own counter: it must agree.
-                let derived: u64 = row.rounds.iter().map(|r| r.dropped).sum();
-                assert_eq!(
-                    nft_counter(&wire.rx),
-                    derived,
-                    "nftables' drop counter disagrees with frames in - frames past"
-                );
-            }
-            rows.push(row);
-            for table in ["blkbench", "blkbench_pass"] {
-                let _ = wire.rx.exec("nft", &["delete", "table", "inet", table]);
-            }
-        }
+            )
+        };
+        rows.extend(nftables_rows(&wire, &set, &mut measure_nft));
     }
     Results {
         seconds_per_round: config.seconds,
         rows,
     }
+}
+
+/// Floods nftables and makes its row, given the filter, the sets' elements, their load time and
+/// how to read the drops.
+type MeasureNft<'a> = dyn FnMut(&'static str, usize, f64, &dyn Fn() -> u64) -> Row + 'a;
+
+/// The flood against nftables holding `set`, in each kind of set ([`NftSets`]).
+fn nftables_rows(wire: &Wire, set: &BanSet, measure: &mut MeasureNft<'_>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for kind in [NftSets::Interval, NftSets::Hash] {
+        if kind == NftSets::Hash && set.v4.singles() == 0 {
+            // At one entry (the /16 as a range) the bouncer's hash set would hold 198.18.0.0
+            // alone, and drop next to nothing.
+            continue;
+        }
+        let (load, elements) = load_nftables(&wire.rx, set, kind);
+        // Frames the NAPI took minus frames that got past the drop rules: listing the rules'
+        // own counter would make nft fetch the sets' elements (minutes for 1M: the kernel's
+        // set dump restarts its walk for every message).
+        let nft_drops = || wire.ethtool_stat("rx_queue_0_xdp_packets") - nft_passed(&wire.rx);
+        let row = measure(kind.filter(), elements, load, &nft_drops);
+        if elements <= 10_000 {
+            // Small enough to read the drop rules' own counter: it must agree.
+            let derived: u64 = row.rounds.iter().map(|r| r.dropped).sum();
+            assert_eq!(
+                nft_counter(&wire.rx),
+                derived,
+                "nftables' drop counter disagrees with frames in - frames past"
+            );
+        }
+        rows.push(row);
+        for table in ["blkbench", "blkbench_pass"] {
+            let _ = wire.rx.exec("nft", &["delete", "table", "inet", table]);
+        }
+    }
+    rows
 }
 
 fn row(

@@ -631,10 +631,13 @@ fn flood_section(md: &mut String, fl: &flood::Results) {
          the set. nftables: `inet` table, an interval set per family, `prerouting` at priority `raw`, flags and ports matched \
          before the set. \"{}\": the same table with the sets crowdsec-firewall-bouncer's nftables mode makes, hash sets \
          of addresses with timeouts (`flags timeout`; it cuts a range to its first address, so the 1 % of ranges become one \
-         address each, and at one entry it would hold 198.18.0.0 alone: not run). Frames the receiver cannot take are lost at the sender (veth's ring holds 256). \
+         address each, and at one entry it would hold 198.18.0.0 alone: not run). \"{}\": blocker at the largest size, \
+         the flood's sources narrowed to 198.18.0.0/20, whose table lines the caches keep: what blocker costs there \
+         without the table's cache misses. Frames the receiver cannot take are lost at the sender (veth's ring holds 256). \
          \"{}\" loads the IPv4 source, then drops: what it costs over the empty program is what looking at a frame \
          the other CPU wrote costs; what blocker costs over it is its own work and its table's cache misses.",
         flood::NFTABLES_HASH,
+        flood::BLOCKER_FEW_SOURCES,
         flood::READING
     );
     let versus_hash: Vec<String> = [100_000, 1_000_000]
