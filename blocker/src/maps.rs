@@ -249,11 +249,13 @@ impl KernelMaps {
             .collect();
         maps.allow = AllowList::new(maps.allows()?);
         maps.count_overlaps()?;
+        // Kept raised (a pinned flag too, until `settle_allow_flags` finds it can go); written
+        // with the next `mark_lists`.
+        maps.allow_flags |= maps.overlap_flags();
         Ok(maps)
     }
 
-    /// Finds the bans the allow list overlaps, and keeps their families' flags raised (a
-    /// pinned flag stays raised too, until `settle_allow_flags` finds it can go).
+    /// Finds the bans the allow list overlaps.
     fn count_overlaps(&mut self) -> Result<(), MapsError> {
         self.overlapped = if self.allow.is_empty() {
             HashSet::new()
@@ -265,10 +267,21 @@ impl KernelMaps {
                 .filter(|&net| allow.overlaps(net))
                 .collect()
         };
-        for net in &self.overlapped {
-            self.allow_flags |= allow_flag(*net);
-        }
         Ok(())
+    }
+
+    /// The `flags::ALLOW_*` bits of the families that have a ban the allow list overlaps.
+    fn overlap_flags(&self) -> u32 {
+        self.overlapped
+            .iter()
+            .fold(0, |flags, net| flags | allow_flag(*net))
+    }
+
+    /// Makes `allow_flags` the program's allow flags; on failure keeps the ones it had, so
+    /// that memory never says raised what the kernel does not have.
+    fn write_allow_flags(&mut self, allow_flags: u32) -> Result<(), MapsError> {
+        let had = std::mem::replace(&mut self.allow_flags, allow_flags);
+        self.mark_lists().inspect_err(|_| self.allow_flags = had)
     }
 
     /// Deletes trie copies of addresses the table also holds (left by a daemon that died
@@ -397,12 +410,7 @@ impl KernelMaps {
     /// the allow list overlaps go in.
     fn raise_allow_flag(&mut self, flag: u32) -> Result<(), MapsError> {
         if self.allow_flags & flag == 0 {
-            self.allow_flags |= flag;
-            if let Err(e) = self.mark_lists() {
-                // Not raised in the kernel: the next overlapping ban must try again.
-                self.allow_flags &= !flag;
-                return Err(e);
-            }
+            self.write_allow_flags(self.allow_flags | flag)?;
             wait_for_running_programs();
         }
         Ok(())
@@ -411,16 +419,12 @@ impl KernelMaps {
     /// Lowers the allow flag of each family that no ban the allow list overlaps is left in,
     /// once the program runs that may have found one have ended. Called each second.
     pub fn settle_allow_flags(&mut self) -> Result<(), MapsError> {
-        let needed = self
-            .overlapped
-            .iter()
-            .fold(0, |f, net| f | allow_flag(*net));
+        let needed = self.overlap_flags();
         if self.allow_flags & !needed == 0 {
             return Ok(());
         }
         wait_for_running_programs();
-        self.allow_flags = needed;
-        self.mark_lists()
+        self.write_allow_flags(needed)
     }
 
     /// Removes exactly `net` from its family's range trie; absent is fine.
@@ -556,13 +560,8 @@ impl KernelMaps {
         // Lowering, for bans that only stale entries overlapped, is left to
         // `settle_allow_flags`.
         self.allow = AllowList::new(nets.iter().copied());
-        let raised = self.allow_flags;
         self.count_overlaps()?;
-        if let Err(e) = self.mark_lists() {
-            // Not raised in the kernel: the next overlapping ban must raise them itself.
-            self.allow_flags = raised;
-            return Err(e);
-        }
+        self.write_allow_flags(self.allow_flags | self.overlap_flags())?;
         // New entries before stale ones go, so that a network split in two is never open.
         let stale: Vec<IpNet> = self
             .allows()?
