@@ -68,13 +68,14 @@ fn reachable(what: &str, from: &Host, to: IpAddr) -> Duration {
     until(what, WITHIN, from, to, &[25, 993], true)
 }
 
-/// A real LAPI on `mail`'s loopback, with a bouncer key for blocker, and a test daemon's
-/// settings to reach it.
-fn lapi_for(mail: &Host) -> (Lapi, blocker::daemon::DaemonSettings) {
+/// The mail host's side of a test: a real LAPI on its loopback with a bouncer key for
+/// blocker, listeners on 25, 993 and the unprotected 8080, and a test daemon's settings.
+fn serve_mail(mail: &Host) -> (Lapi, blocker::daemon::DaemonSettings, Listeners) {
     let lapi = mail.ns.run(Lapi::start);
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-test"));
+    let listeners = Listeners::start(mail, &[25, 993, 8080]);
     let settings = daemon::settings(&lapi.url(), &key);
-    (lapi, settings)
+    (lapi, settings, listeners)
 }
 
 #[test]
@@ -85,8 +86,7 @@ fn decisions_from_cscli_are_enforced_and_lifted() {
     let lan = Lan::mail_scene();
     let (mail, attacker, client) = lan.roles();
     let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
-    let (lapi, mut settings) = lapi_for(mail);
-    let _listeners = Listeners::start(mail, &[25, 993, 8080]);
+    let (lapi, mut settings, _listeners) = serve_mail(mail);
     settings.prometheus = Some(METRICS.parse().expect("metrics address"));
     let _daemon = Daemon::start(&mail.ns, settings);
 
@@ -178,8 +178,7 @@ fn enforcement_survives_a_lapi_restart() {
     let lan = Lan::mail_scene();
     let (mail, attacker, _) = lan.roles();
     let (v4, v6) = (IpAddr::V4(mail.v4), IpAddr::V6(mail.v6));
-    let (lapi, settings) = lapi_for(mail);
-    let _listeners = Listeners::start(mail, &[25, 993, 8080]);
+    let (lapi, settings, _listeners) = serve_mail(mail);
     let _daemon = Daemon::start(&mail.ns, settings);
 
     mail.ns
@@ -227,8 +226,7 @@ fn deleting_one_of_two_decisions_on_an_address_leaves_the_other() {
     let lan = Lan::mail_scene();
     let (mail, attacker, _) = lan.roles();
     let v4 = IpAddr::V4(mail.v4);
-    let (lapi, settings) = lapi_for(mail);
-    let _listeners = Listeners::start(mail, &[25, 993, 8080]);
+    let (lapi, settings, _listeners) = serve_mail(mail);
     let pins = settings.pin_dir.clone();
     let _daemon = Daemon::start(&mail.ns, settings);
 
@@ -288,8 +286,7 @@ fn an_allow_listed_host_inside_a_banned_range_stays_reachable() {
     let lan = Lan::mail_scene();
     let (mail, attacker, client) = lan.roles();
     let v4 = IpAddr::V4(mail.v4);
-    let (lapi, mut settings) = lapi_for(mail);
-    let _listeners = Listeners::start(mail, &[25, 993, 8080]);
+    let (lapi, mut settings, _listeners) = serve_mail(mail);
     settings.allowlist = vec![IpAddr::V4(client.v4).into()];
     let pins = settings.pin_dir.clone();
     let _daemon = Daemon::start(&mail.ns, settings);
