@@ -216,6 +216,11 @@ pub type BucketV6 = Bucket<4, 3, 1>;
 /// address. The daemon writes an address only into a slot whose tag is 0 or a tombstone
 /// nobody has matched for a second, and then stores the tag, so a reader that sees a live tag
 /// sees the address written before it. Changing a live entry's expiry is one 4-byte store.
+///
+/// A bucket holds an address in one slot at most (live, expired or tombstone): `insert`
+/// reuses the slot an address already has in any bucket it walks. The program relies on it:
+/// it reads a whole bucket without a branch per slot and ORs the tags of the slots that hold
+/// the address.
 #[expect(
     clippy::inline_always,
     reason = "the XDP program's hot path: inlined, each lookup is straight-line code"
