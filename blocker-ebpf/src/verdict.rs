@@ -239,7 +239,7 @@ impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W
             // would throw away what it had begun past the lookup (the next packet's, back to
             // back), and the whole miss would show. At 1M entries and 65,536 sources that was
             // 81-85 ns a banned SYN (IPv4) and 114-131 ns (IPv6), against 66-71 and 97-104
-            // now; one hot source pays 1 and 13 ns more for the compares. A bucket holds an
+            // now; one hot source pays 5 and 13 ns more for the compares. A bucket holds an
             // address once at most (`blocker_common::table`), so the tags of the slots that
             // hold it, OR-ed, are its tag, or 0.
             let mut found = 0;
