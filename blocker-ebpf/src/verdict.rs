@@ -242,23 +242,17 @@ impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W
             // now; one hot source pays 5 and 13 ns more for the compares. A bucket holds an
             // address once at most (`blocker_common::table`), so the tags of the slots that
             // hold it, OR-ed, are its tag, or 0.
-            let mut found = 0;
+            let (mut found, mut open) = (0, 0);
             for slot in &bucket.slots {
                 let (tag, differ) = read_slot(slot, addr);
                 found |= tag & all_ones_if_zero(differ);
+                open |= all_ones_if_zero(tag);
             }
             if found != 0 {
                 #[expect(clippy::cast_possible_truncation, reason = "a tag, zero-extended")]
                 return Some(found as u32);
             }
-            // Nothing is ever placed past a bucket that still has a never-used slot. (Only
-            // looked at when nothing matched, so a banned source does not pay for it.)
-            let open = bucket.slots.iter().fold(0, |open, slot| {
-                // SAFETY: a read of a map value the lookup returned.
-                open | all_ones_if_zero(u64::from(unsafe {
-                    core::ptr::read_volatile(&raw const slot.tag)
-                }))
-            });
+            // Nothing is ever placed past a bucket that still has a never-used slot.
             if open != 0 {
                 return None;
             }
