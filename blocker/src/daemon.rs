@@ -89,6 +89,10 @@ pub enum DaemonError {
         "interface {interface} does not exist (check `interfaces` in the config; `ip link` lists them)"
     )]
     NoInterface { interface: String },
+    #[error(
+        "interfaces {first} and {second} are names of one interface (altnames): list it once in `interfaces`"
+    )]
+    SameInterface { first: String, second: String },
     #[error(transparent)]
     Maps(#[from] MapsError),
     #[error(
@@ -409,9 +413,7 @@ fn account_pull(
 /// Loads (reusing pins), writes ports, mode and allow list, and attaches to every interface:
 /// from here on the kernel enforces, whatever happens to this process.
 fn enforce(settings: &DaemonSettings) -> Result<(aya::Ebpf, KernelMaps, DaemonState), DaemonError> {
-    for interface in &settings.interfaces {
-        check_interface(interface)?;
-    }
+    check_interfaces(&settings.interfaces)?;
     let (mut ebpf, resized) = match loader::load_pinned(&settings.pin_dir, settings.capacity)? {
         Loaded::Pinned(ebpf) => (ebpf, None),
         Loaded::Resized { ebpf, from, to } => {
@@ -524,14 +526,23 @@ impl From<Attached> for String {
     }
 }
 
-/// Fails unless `interface` exists (in this network namespace).
-fn check_interface(interface: &str) -> Result<(), DaemonError> {
-    match crate::loader::ifindex(interface) {
-        Some(_) => Ok(()),
-        None => Err(DaemonError::NoInterface {
-            interface: interface.into(),
-        }),
+/// Fails unless every interface exists (in this network namespace), and no two of the names
+/// are one interface (a name and its altname): its second attach would fail with a bare EBUSY.
+fn check_interfaces(interfaces: &[String]) -> Result<(), DaemonError> {
+    let mut seen: Vec<(u32, &String)> = Vec::new();
+    for interface in interfaces {
+        let index = crate::loader::ifindex(interface).ok_or_else(|| DaemonError::NoInterface {
+            interface: interface.clone(),
+        })?;
+        if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == index) {
+            return Err(DaemonError::SameInterface {
+                first: (*first).clone(),
+                second: interface.clone(),
+            });
+        }
+        seen.push((index, interface));
     }
+    Ok(())
 }
 
 fn attach(

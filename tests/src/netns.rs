@@ -30,7 +30,9 @@ pub struct Netns {
 }
 
 impl Netns {
-    fn new(name: String) -> Netns {
+    /// A fresh namespace named `name`, with its loopback up.
+    #[must_use]
+    pub fn new(name: String) -> Netns {
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         Netns { name }

@@ -169,3 +169,26 @@ fn pins_from_an_older_layout_are_named_and_left_alone() {
     );
     assert_eq!(left, ["BANNED_V4_ADDRS"], "nothing else was pinned");
 }
+
+#[test]
+fn two_names_of_one_interface_are_named_before_anything_is_loaded() {
+    if !blocker_tests::privileged("two_names_of_one_interface_are_named_before_anything_is_loaded")
+    {
+        return;
+    }
+    let ns = blocker_tests::netns::Netns::new(format!("blkcli{}-alt", std::process::id()));
+    blocker_tests::netns::ip(&[
+        "-n", &ns.name, "link", "property", "add", "dev", "lo", "altname", "mailnic0",
+    ]);
+    let pins = "/sys/fs/bpf/blocker-cli-test-altname-never-created";
+    let yaml = format!(
+        "api_url: http://127.0.0.1:8080/\napi_key: k\ninterfaces: [lo, mailnic0]\nbpffs_dir: {pins}\nprometheus:\n  enabled: false\n"
+    );
+    let (ok, stderr) = ns.run(|| blocker(&yaml, &["run"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("interfaces lo and mailnic0 are names of one interface"),
+        "{stderr}"
+    );
+    assert!(!std::path::Path::new(pins).exists(), "nothing pinned");
+}

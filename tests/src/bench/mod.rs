@@ -277,8 +277,5 @@ pub fn veth_pair(ns: &Netns, a: &str, b: &str) {
 /// A fresh namespace named `blkbench<pid>-<what>`, deleted on drop.
 #[must_use]
 pub fn namespace(what: &str) -> Netns {
-    let name = format!("blkbench{}-{what}", std::process::id());
-    ip(&["netns", "add", &name]);
-    ip(&["-n", &name, "link", "set", "lo", "up"]);
-    Netns { name }
+    Netns::new(format!("blkbench{}-{what}", std::process::id()))
 }
