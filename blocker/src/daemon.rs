@@ -4,7 +4,9 @@
 //! maps hold, check LAPI once (HEAD, only here: it moves LAPI's "last pull" time), then pull
 //! `startup=true`. After that, deltas every `update_frequency`, and every hour a full list that
 //! only adds what is missing. Any failure keeps the maps as they are, logs the cause, backs
-//! off, and the next success is a full `startup=true` resync.
+//! off, and the next pull is a full `startup=true` resync. A full pull that fails backs off on
+//! its own clock, and deltas go on meanwhile: a list grown past `max_body_bytes` or the request
+//! timeout must not hold back the next brute-forcer's ban.
 
 use std::{
     collections::BTreeMap,
@@ -111,14 +113,27 @@ pub enum DaemonError {
 /// a pull fails. These periodic pulls only add: one cut short lifts nothing.
 pub const FULL_RESYNC_EVERY: Duration = Duration::from_hours(1);
 
+/// How a full pull that failed is retried: from 1 s, doubling up to 10 minutes, each full try
+/// being LAPI's dearest query (and ours, if the list is what makes it fail).
+const FULL_RETRY_BASE: Duration = Duration::from_secs(1);
+const FULL_RETRY_CAP: Duration = Duration::from_mins(10);
+
 /// The decisions half of the daemon: pulls from LAPI and keeps the maps in step. After a
-/// failed pull the next one is a full `startup=true` resync; every [`FULL_RESYNC_EVERY`] a
-/// `startup=true` pull adds whatever is missing.
+/// failed pull the next one is a full `startup=true` resync; while full pulls fail, they are
+/// retried on their own backoff and deltas fill the time between. Every [`FULL_RESYNC_EVERY`]
+/// a `startup=true` pull adds whatever is missing.
 pub struct Enforcer {
     client: LapiClient,
     sync: Sync,
     maps: KernelMaps,
+    /// A full resync is owed: a pull failed since the last full one that succeeded.
     resync: bool,
+    /// When the owed resync may be tried, and the backoff that sets it after each failed one.
+    /// LAPI moves its "last pull" mark even for an answer we could not take, so the deltas
+    /// in between carry every decision made since; the resync brings back what that lost
+    /// answer held.
+    next_full_try: std::time::Instant,
+    full_retry: Backoff,
     /// When the last full pull succeeded, and how long until the next one is due.
     last_full: std::time::Instant,
     full_every: Duration,
@@ -152,6 +167,8 @@ impl Enforcer {
             sync,
             maps,
             resync: true,
+            next_full_try: std::time::Instant::now(),
+            full_retry: Backoff::new(FULL_RETRY_BASE, FULL_RETRY_CAP),
             last_full: std::time::Instant::now(),
             full_every: FULL_RESYNC_EVERY,
             active: BTreeMap::new(),
@@ -171,21 +188,35 @@ impl Enforcer {
         self.full_every = every;
     }
 
+    /// How long until the owed full resync is tried, if one is owed.
+    #[must_use]
+    pub fn resync_owed(&self) -> Option<Duration> {
+        self.resync.then(|| {
+            self.next_full_try
+                .saturating_duration_since(std::time::Instant::now())
+        })
+    }
+
     /// One pull, applied. On error nothing in the maps changes.
     pub async fn pull(&mut self) -> Result<PullReport, LapiError> {
+        let now = std::time::Instant::now();
         // A full pull that is only due by the clock adds what the deltas missed and lifts
         // nothing: a LAPI that cut its answer short would otherwise lift what it left out.
-        let periodic = !self.resync && self.last_full.elapsed() >= self.full_every;
-        let startup = self.resync || periodic;
+        let periodic = !self.resync && now.duration_since(self.last_full) >= self.full_every;
+        let startup = (self.resync && now >= self.next_full_try) || periodic;
         let batch = match self.client.stream(startup, SystemTime::now).await {
             Ok(batch) => batch,
             Err(e) => {
                 self.resync = true;
+                if startup {
+                    self.next_full_try = std::time::Instant::now() + self.full_retry.next_delay();
+                }
                 return Err(e);
             }
         };
-        self.resync = false;
         if startup {
+            self.resync = false;
+            self.full_retry.reset();
             self.last_full = std::time::Instant::now();
         }
         // A few by name, then a count: a list with many bad items comes back on every pull.
@@ -400,11 +431,22 @@ fn account_pull(
         }
         Err(e) => {
             snapshot.lapi_failures += 1;
-            state.last_error = Some(error_chain(&e));
+            let error = error_chain(&e);
+            state.last_error = Some(error.clone());
             state.last_error_at = Some(unix_seconds(SystemTime::now()));
             state.save(&settings.state_file);
             let delay = backoff.next_delay();
-            tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "LAPI pull failed; the maps keep their bans");
+            if let Some(full_in) = enforcer.resync_owed().filter(|&full_in| full_in > delay) {
+                tracing::warn!(
+                    %error, retry_in = ?delay, full_pull_in = ?full_in,
+                    "LAPI pull failed; the maps keep their bans, deltas go on until the next full pull"
+                );
+            } else {
+                tracing::warn!(
+                    %error, retry_in = ?delay,
+                    "LAPI pull failed; the maps keep their bans, the next pull is a full one"
+                );
+            }
             delay
         }
     }

@@ -256,21 +256,46 @@ async fn breaking_faults_change_nothing_and_a_resync_recovers() {
         }
 
         fake.lapi.clear_fault();
+        // The failed full pull backs off on its own; a delta comes first. A `Slow` answer was
+        // handed over (as real LAPI does) to the client that gave up on it: only the resync
+        // brings its changes.
         let report = daemon.pull_ok(&format!("{what}, cleared")).await;
         assert!(
+            !report.startup,
+            "{what}: while the failed full pull backs off, a delta: {report:?}"
+        );
+        let handed_over = matches!(fault, Fault::Slow(_));
+        let after_delta = if handed_over {
+            nets(&before)
+        } else {
+            fake.nets()
+        };
+        daemon.assert_holds(&after_delta, &format!("{what}, after the delta"));
+        let owed = daemon
+            .enforcer
+            .resync_owed()
+            .unwrap_or_else(|| panic!("{what}: the failed full pull is still owed"));
+        assert!(
+            owed <= Duration::from_secs(1),
+            "{what}: the first full retry waits {owed:?}"
+        );
+        tokio::time::sleep(owed).await;
+        let report = daemon.pull_ok(&format!("{what}, resync")).await;
+        assert!(
             report.startup,
-            "{what}: the pull after a failure must be a full resync: {report:?}"
+            "{what}: once its backoff is over, the owed full resync: {report:?}"
         );
         assert_eq!(report.skipped, 0, "{what}: {report:?}");
         daemon.assert_holds(&fake.nets(), &format!("{what}, after the resync"));
+        assert_eq!(daemon.enforcer.resync_owed(), None, "{what}: resync done");
         assert_eq!(
             fake.startups(),
-            ["true", "false", "true", "true"],
+            ["true", "false", "true", "false", "true"],
             "{what}: startup= of each request"
         );
         println!(
-            "fault {fault:?}: pull failed with \"{error}\", maps unchanged ({} prefixes), \
-             recovered by startup resync ({} prefixes)",
+            "fault {fault:?}: pull failed with \"{error}\", maps unchanged ({} prefixes); \
+             a delta while the full pull backed off {owed:?}, then the resync ({} prefixes)",
             before.len(),
             fake.nets().len()
         );

@@ -3,13 +3,14 @@
 //! LAPI and the daemon both run on the mail host (its loopback), as in production.
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
+use blocker::state::DaemonState;
 use blocker_tests::{
     daemon::{self, Daemon},
-    lapi::{Lapi, http_get},
+    lapi::{ImportDecision, Lapi, http_get},
     netns::{Host, Lan, Listeners, connects},
     privileged,
 };
@@ -195,8 +196,8 @@ fn enforcement_survives_a_lapi_restart() {
         );
     }
     mail.ns.run(|| lapi.restart());
-    // The daemon is backing off: this decision lands before its next pull, which must then be
-    // a full resync that picks it up.
+    // The daemon is backing off: this decision lands before its next pull, a delta or the
+    // full resync, either of which picks it up (LAPI saw none of the failed pulls).
     mail.ns
         .run(|| lapi.add_decision_ip("2001:db8:25::66", "4h", "ban"));
     let took = until(
@@ -333,5 +334,63 @@ fn an_allow_listed_host_inside_a_banned_range_stays_reachable() {
     }
     println!(
         "allow-listed client reachable inside a banned /24; its allow list looked up only while the ban lasted"
+    );
+}
+
+/// Decisions in the list of [`new_bans_are_enforced_while_the_full_list_is_over_max_body_bytes`].
+const LIST: u32 = 400;
+
+/// A block list grown past the answer size limit (`max_body_bytes`, lowered here) makes every
+/// full (`startup=true`) pull fail, the first one at start-up included; the daemon says why, retries the full pull on its own
+/// backoff, and pulls deltas meanwhile, so a ban `cscli` makes now still reaches the kernel
+/// within seconds.
+#[test]
+fn new_bans_are_enforced_while_the_full_list_is_over_max_body_bytes() {
+    if !privileged("new_bans_are_enforced_while_the_full_list_is_over_max_body_bytes") {
+        return;
+    }
+    let lan = Lan::mail_scene();
+    let (mail, attacker, _) = lan.roles();
+    let v4 = IpAddr::V4(mail.v4);
+    let (lapi, mut settings, _listeners) = serve_mail(mail);
+    // About 250 bytes of JSON a decision: the full answer is ~100 KB, a delta of one ~300 B.
+    mail.ns.run(|| {
+        lapi.import_decisions(
+            (0..LIST).map(|i| ImportDecision::new(Ipv4Addr::from(0xF000_0000 + i), "4h", "ban")),
+        )
+    });
+    settings.lapi.max_body_bytes = 16 << 10;
+    let state_file = settings.state_file.clone();
+    let _daemon = Daemon::start(&mail.ns, settings);
+
+    // LAPI marks its last pull for us even for the answer we refused: a decision made before
+    // the first pull's answer would be neither in it (refused) nor in the deltas after it.
+    let start = Instant::now();
+    let error = loop {
+        if let Some(error) = DaemonState::load(&state_file)
+            .ok()
+            .and_then(|s| s.last_error)
+        {
+            break error;
+        }
+        assert!(
+            start.elapsed() < WITHIN,
+            "the first full pull has not failed within {WITHIN:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        error.contains("larger than 16384 bytes"),
+        "the error names the limit: {error}"
+    );
+
+    mail.ns
+        .run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
+    let took = blocked("a ban made while full pulls fail", attacker, v4);
+    let state = DaemonState::load(&state_file).expect("the state file");
+    assert!(state.last_sync.is_some(), "a delta succeeded: {state:?}");
+    println!(
+        "full answer of {LIST} decisions over max_body_bytes (\"{error}\"): a new ban enforced \
+         after {took:?} by a delta"
     );
 }
