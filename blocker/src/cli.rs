@@ -307,6 +307,13 @@ fn print_status(report: &StatusReport, state_file: &Path) {
                 Some(t) => println!("last sync:   {} ago", ago(t, now)),
                 None => println!("last sync:   never"),
             }
+            match (d.last_full_sync, d.last_sync) {
+                (Some(t), _) => println!("last full:   {} ago (startup=true)", ago(t, now)),
+                (None, Some(_)) => {
+                    println!("last full:   never: full pulls fail (last error), deltas go on");
+                }
+                (None, None) => {}
+            }
             if let (Some(e), Some(t)) = (&d.last_error, d.last_error_at) {
                 println!("last error:  {} ago: {e}", ago(t, now));
             }

@@ -113,9 +113,12 @@ pub enum DaemonError {
 /// a pull fails. These periodic pulls only add: one cut short lifts nothing.
 pub const FULL_RESYNC_EVERY: Duration = Duration::from_hours(1);
 
-/// How a full pull that failed is retried: from 1 s, doubling up to 10 minutes, each full try
-/// being LAPI's dearest query (and ours, if the list is what makes it fail).
-const FULL_RETRY_BASE: Duration = Duration::from_secs(1);
+/// How a full pull that failed is retried: after 15-30 s, doubling up to 10 minutes. Each try
+/// is LAPI's dearest query, and its answer, even one we refuse, moves LAPI's "last pull" mark
+/// past the decisions made since the pull before: those come back only with a full pull that
+/// succeeds. The first retry comes after the main loop's first retries (1 s, 2 s...), so a
+/// delta comes first.
+const FULL_RETRY_BASE: Duration = Duration::from_secs(30);
 const FULL_RETRY_CAP: Duration = Duration::from_mins(10);
 
 /// The decisions half of the daemon: pulls from LAPI and keeps the maps in step. After a
@@ -186,6 +189,11 @@ impl Enforcer {
     /// Makes full pulls due every `every` instead of [`FULL_RESYNC_EVERY`].
     pub fn set_full_resync_every(&mut self, every: Duration) {
         self.full_every = every;
+    }
+
+    /// Retries a failed full pull after `base` (doubling), instead of after [`FULL_RETRY_BASE`].
+    pub fn set_full_retry_base(&mut self, base: Duration) {
+        self.full_retry = Backoff::new(base, FULL_RETRY_CAP);
     }
 
     /// How long until the owed full resync is tried, if one is owed.
@@ -415,7 +423,13 @@ fn account_pull(
 ) -> Duration {
     match pulled {
         Ok(report) => {
-            snapshot.last_sync = Some(SystemTime::now());
+            let now = SystemTime::now();
+            snapshot.last_sync = Some(now);
+            state.last_sync = Some(unix_seconds(now));
+            if report.startup {
+                snapshot.last_full_sync = Some(now);
+                state.last_full_sync = state.last_sync;
+            }
             if report.startup || report.applied != Applied::default() || report.skipped > 0 {
                 tracing::info!(
                     ?report,
@@ -424,7 +438,6 @@ fn account_pull(
                 );
             }
             backoff.reset();
-            state.last_sync = Some(unix_seconds(SystemTime::now()));
             state.pending_writes = enforcer.sync.pending_writes();
             state.save(&settings.state_file);
             settings.update_frequency

@@ -111,6 +111,8 @@ pub struct Snapshot {
     pub lapi_failures: u64,
     /// End of the last successful pull; `None` before the first one.
     pub last_sync: Option<SystemTime>,
+    /// End of the last successful full (`startup=true`) pull; `None` before the first one.
+    pub last_full_sync: Option<SystemTime>,
     /// Bans and removals the kernel refused, waiting to be tried again.
     pub pending_writes: u64,
 }
@@ -406,7 +408,13 @@ impl Collector for SnapshotCollector {
             "Unix time of the last successful decision pull (0: none yet)",
         )
         .with_unit(Unit::Seconds)
-        .encode_one(e, s.last_sync.map_or(0.0, unix_seconds))
+        .encode_one(e, s.last_sync.map_or(0.0, unix_seconds))?;
+        Descriptor::gauge(
+            "blocker_last_full_sync_timestamp",
+            "Unix time of the last successful full (startup=true) decision pull (0: none yet)",
+        )
+        .with_unit(Unit::Seconds)
+        .encode_one(e, s.last_full_sync.map_or(0.0, unix_seconds))
     }
 }
 
@@ -534,6 +542,7 @@ mod tests {
         s.lapi_failures = 2;
         s.pending_writes = 3;
         s.last_sync = Some(UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_500));
+        s.last_full_sync = Some(UNIX_EPOCH + std::time::Duration::from_secs(1_699_999_000));
         s
     }
 
@@ -583,6 +592,7 @@ mod tests {
             "blocker_map_writes_pending 3",
             "# TYPE blocker_map_writes_pending gauge",
             "blocker_last_sync_timestamp_seconds 1700000000.5",
+            "blocker_last_full_sync_timestamp_seconds 1699999000.0",
             "# TYPE blocker_dropped_packets counter",
             "# TYPE blocker_dropped_bytes counter",
             "# UNIT blocker_dropped_bytes bytes",
@@ -607,6 +617,10 @@ mod tests {
         let text = render(&Snapshot::default());
         assert!(
             text.contains("\nblocker_last_sync_timestamp_seconds 0.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nblocker_last_full_sync_timestamp_seconds 0.0\n"),
             "{text}"
         );
         assert!(text.contains("\nblocker_lapi_requests_total 0\n"), "{text}");

@@ -18,6 +18,10 @@ pub struct DaemonState {
     pub started_at: u64,
     /// Unix seconds of the last successful pull.
     pub last_sync: Option<u64>,
+    /// Unix seconds of the last successful full (`startup=true`) pull: while full pulls fail,
+    /// deltas still bring new bans, and this says how stale the rest may be.
+    #[serde(default)]
+    pub last_full_sync: Option<u64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<u64>,
     /// Bans and removals the kernel refused, waiting to be tried again (each second).

@@ -35,6 +35,8 @@ use serde_json::Value;
 const API_KEY: &str = "fake-lapi-test-key";
 /// The client's limit for a whole request: short, so that a `Slow` answer fails fast.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// The first retry of a failed full pull waits half this to this (`set_full_retry_base`).
+const FULL_RETRY: Duration = Duration::from_millis(400);
 /// How long every decision of these tests lasts.
 const DURATION: &str = "4h";
 const DURATION_NS: u64 = 4 * 3_600 * 1_000_000_000;
@@ -231,6 +233,8 @@ async fn breaking_faults_change_nothing_and_a_resync_recovers() {
         let what = format!("fault {fault:?}");
         let mut fake = Fake::seeded();
         let mut daemon = Daemon::start(&fake, TIMEOUT);
+        // 30 s in production.
+        daemon.enforcer.set_full_retry_base(FULL_RETRY);
         let before = daemon.seed(&fake, &what).await;
 
         fake.change(&ADDED, &DELETED);
@@ -276,7 +280,7 @@ async fn breaking_faults_change_nothing_and_a_resync_recovers() {
             .resync_owed()
             .unwrap_or_else(|| panic!("{what}: the failed full pull is still owed"));
         assert!(
-            owed <= Duration::from_secs(1),
+            owed <= FULL_RETRY,
             "{what}: the first full retry waits {owed:?}"
         );
         tokio::time::sleep(owed).await;
@@ -341,6 +345,8 @@ async fn bad_items_are_skipped_and_the_rest_applied() {
         let extra: BTreeSet<IpNet> = case.extra.iter().map(|v| net(v)).collect();
         let mut fake = Fake::seeded();
         let mut daemon = Daemon::start(&fake, TIMEOUT);
+        // 30 s in production.
+        daemon.enforcer.set_full_retry_base(FULL_RETRY);
         let before = daemon.seed(&fake, &what).await;
 
         fake.change(&ADDED, &DELETED);

@@ -388,7 +388,10 @@ fn new_bans_are_enforced_while_the_full_list_is_over_max_body_bytes() {
         .run(|| lapi.add_decision_ip("203.0.113.66", "4h", "ban"));
     let took = blocked("a ban made while full pulls fail", attacker, v4);
     let state = DaemonState::load(&state_file).expect("the state file");
-    assert!(state.last_sync.is_some(), "a delta succeeded: {state:?}");
+    assert!(
+        state.last_sync.is_some() && state.last_full_sync.is_none(),
+        "`blocker status` shows deltas synced, the full list never: {state:?}"
+    );
     println!(
         "full answer of {LIST} decisions over max_body_bytes (\"{error}\"): a new ban enforced \
          after {took:?} by a delta"

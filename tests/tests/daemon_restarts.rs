@@ -142,6 +142,10 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
         status["banned_v4"], 1,
         "the pinned ban is still there: {status}"
     );
+    assert!(
+        status["daemon"]["last_full_sync"].as_u64() >= status["daemon"]["started_at"].as_u64(),
+        "the first pull, a full one, is recorded: {status}"
+    );
     assert_eq!(
         (
             status["tables"]["v4_entries"].as_u64(),
