@@ -10,6 +10,11 @@
 //! Before parsing, `${NAME}` is replaced by the environment variable `NAME`, strictly: an
 //! unset variable is an error. Lines that are whole comments (`#` first) are left alone.
 //!
+//! Beside the file, `FILE.local` (as every `CrowdSec` bouncer reads it) is laid over it if it
+//! exists: local changes kept there survive a package upgrade that replaces the file. Its
+//! mappings merge key by key into the file's, any other value replaces the file's, and a
+//! `null` removes the key (its default applies).
+//!
 //! Unknown keys are errors. Values are checked in two steps: their syntax while parsing (the
 //! YAML error then names the key path and line), and their meaning in `Config::validate`,
 //! after parsing.
@@ -61,6 +66,19 @@ pub enum ConfigError {
     EnvUnterminated { line: usize },
     #[error("invalid environment variable name {name:?} on line {line}")]
     EnvName { name: String, line: usize },
+    #[error("invalid configuration file {} with its overlay {}", path.display(), overlay.display())]
+    Overlaid {
+        path: PathBuf,
+        overlay: PathBuf,
+        #[source]
+        source: Box<ConfigError>,
+    },
+    #[error("{key}: a {over} cannot replace the file's {base}")]
+    OverlayMismatch {
+        key: String,
+        over: &'static str,
+        base: &'static str,
+    },
     #[error("cannot parse the configuration")]
     Yaml {
         #[source]
@@ -118,7 +136,7 @@ pub enum ConfigError {
         min: u64,
         max: u64,
     },
-    #[error("{key} must be an absolute path, not {}", path.display())]
+    #[error("{key} must be an absolute path, not {path:?}")]
     RelativePath { key: &'static str, path: PathBuf },
     #[error("bpffs_dir {} has a dot in a name, which bpffs refuses", path.display())]
     DotInPinDir { path: PathBuf },
@@ -566,6 +584,81 @@ fn de_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> 
     deserializer.deserialize_any(PortVisitor)
 }
 
+/// Appended to the configuration file's path, the overlay's (`crowdsec-blocker.yaml.local`).
+pub const OVERLAY_SUFFIX: &str = ".local";
+
+/// An optional file's text; `None` if there is no such file.
+fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Configuration text, `${ENV}` expanded, as a YAML tree.
+fn yaml_value(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Result<String, VarError>,
+) -> Result<serde_yaml_ng::Value, ConfigError> {
+    serde_yaml_ng::from_str(&expand_env(text, lookup)?)
+        .map_err(|source| ConfigError::Yaml { source })
+}
+
+/// `over` laid over `base` as `CrowdSec`'s `yamlpatch` does: mappings merge key by key, a `null`
+/// removes the key, any other value replaces the base's if it is of the same kind (a scalar
+/// for a scalar, a sequence for a sequence). `key` is the path to here, for errors.
+fn lay_over(
+    base: serde_yaml_ng::Value,
+    over: serde_yaml_ng::Value,
+    key: &mut String,
+) -> Result<serde_yaml_ng::Value, ConfigError> {
+    use serde_yaml_ng::Value;
+    let kind = |value: &Value| match value {
+        Value::Mapping(_) => "mapping",
+        Value::Sequence(_) => "sequence",
+        _ => "scalar",
+    };
+    match (base, over) {
+        // An empty file, or one of comments only.
+        (base, Value::Null) if key.is_empty() => Ok(base),
+        (Value::Null, over) => Ok(over),
+        (Value::Mapping(mut base), Value::Mapping(over)) => {
+            for (name, value) in over {
+                let start = key.len();
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(name.as_str().unwrap_or("?"));
+                match (base.remove(&name), value) {
+                    (_, Value::Null) => {}
+                    (None, value) => {
+                        base.insert(name, value);
+                    }
+                    (Some(old), value) => {
+                        base.insert(name, lay_over(old, value, key)?);
+                    }
+                }
+                key.truncate(start);
+            }
+            Ok(Value::Mapping(base))
+        }
+        (base, over) if kind(&base) == kind(&over) => Ok(over),
+        (base, over) => Err(ConfigError::OverlayMismatch {
+            key: if key.is_empty() {
+                "the top level".to_owned()
+            } else {
+                key.clone()
+            },
+            over: kind(&over),
+            base: kind(&base),
+        }),
+    }
+}
+
 /// Replaces `${NAME}` with `lookup(NAME)`. Whole-line comments are copied as they are.
 fn expand_env(
     text: &str,
@@ -690,14 +783,34 @@ impl Config {
         path: &Path,
         lookup: &dyn Fn(&str) -> Result<String, VarError>,
     ) -> Result<Self, ConfigError> {
+        let in_file = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ConfigError::File {
+                path,
+                source: Box::new(source),
+            }
+        };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_yaml_with_env(&text, lookup).map_err(|source| ConfigError::File {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        let mut overlay_path = path.as_os_str().to_owned();
+        overlay_path.push(OVERLAY_SUFFIX);
+        let overlay_path = PathBuf::from(overlay_path);
+        let Some(overlay) = read_optional(&overlay_path)? else {
+            return Self::from_yaml_with_env(&text, lookup).map_err(in_file(path));
+        };
+        let base = yaml_value(&text, lookup).map_err(in_file(path))?;
+        let overlay = yaml_value(&overlay, lookup).map_err(in_file(&overlay_path))?;
+        let merged = lay_over(base, overlay, &mut String::new()).map_err(in_file(&overlay_path))?;
+        serde_yaml_ng::from_value::<Self>(merged)
+            .map_err(|source| ConfigError::Yaml { source })
+            .and_then(Config::validate)
+            .map_err(|source| ConfigError::Overlaid {
+                path: path.to_owned(),
+                overlay: overlay_path,
+                source: Box::new(source),
+            })
     }
 
     /// Expands `${ENV}`, parses and validates configuration text.
@@ -1280,7 +1393,7 @@ usage_metrics:
             ),
             (
                 "bpffs_dir: relative/dir",
-                "bpffs_dir must be an absolute path, not relative/dir",
+                "bpffs_dir must be an absolute path, not \"relative/dir\"",
             ),
             (
                 "bpffs_dir: /sys/fs/bpf/blocker.v2",
@@ -1292,7 +1405,12 @@ usage_metrics:
             ),
             (
                 "ca_cert_path: certs/ca.pem",
-                "ca_cert_path must be an absolute path, not certs/ca.pem",
+                "ca_cert_path must be an absolute path, not \"certs/ca.pem\"",
+            ),
+            (
+                // Empty is not "unset" (leave the key out for that): say what was there.
+                "ca_cert_path: \"\"",
+                "ca_cert_path must be an absolute path, not \"\"",
             ),
             (
                 "prometheus: {listen_addr: localhost}",
@@ -1466,6 +1584,97 @@ interfaces: [${NIC}, lo]
         std::fs::write(&path, MINIMAL).unwrap();
         assert!(Config::load(&path).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `files` (name, text) written to a fresh folder, and `blocker.yaml` loaded from it.
+    fn load_from(test: &str, files: &[(&str, &str)]) -> (Result<Config, ConfigError>, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("blocker-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let loaded = Config::load_with_env(&dir.join("blocker.yaml"), &no_env);
+        std::fs::remove_dir_all(&dir).unwrap();
+        (loaded, dir)
+    }
+
+    #[test]
+    fn the_local_overlay_merges_mappings_replaces_values_and_null_removes_a_key() {
+        let base = with(
+            "update_frequency: 30s\nports: [25, 587]\nallowlist: [198.51.100.0/24]\n\
+             prometheus: {enabled: true, listen_port: 60700}",
+        );
+        let overlay = "# kept across upgrades\nports: [993]\nprometheus: {listen_port: 60701}\n\
+                       allowlist: null\n";
+        let (c, _) = load_from(
+            "overlay",
+            &[("blocker.yaml", &base), ("blocker.yaml.local", overlay)],
+        );
+        let c = c.unwrap();
+        assert_eq!(c.ports(), [993]);
+        assert_eq!(
+            (c.prometheus().enabled(), c.prometheus().listen_port()),
+            (true, 60701)
+        );
+        assert!(c.allowlist().is_empty(), "null removed the key");
+        assert_eq!(c.update_frequency(), Duration::from_secs(30));
+        assert_eq!(c.api_url().as_str(), "http://127.0.0.1:8080/");
+
+        // One of comments only changes nothing.
+        let (c, _) = load_from(
+            "overlay-empty",
+            &[
+                ("blocker.yaml", &base),
+                ("blocker.yaml.local", "# nothing\n"),
+            ],
+        );
+        assert_eq!(c.unwrap().ports(), [25, 587]);
+    }
+
+    #[test]
+    fn overlay_errors_name_the_file_and_the_key() {
+        let base = with("prometheus: {listen_port: 60700}");
+        let cases = [
+            (
+                "prometheus: 60701\n",
+                "invalid configuration file DIR/blocker.yaml.local: \
+                 prometheus: a scalar cannot replace the file's mapping",
+            ),
+            (
+                "interfaces: eth1\n",
+                "invalid configuration file DIR/blocker.yaml.local: \
+                 interfaces: a scalar cannot replace the file's sequence",
+            ),
+            (
+                "\napi_key: ${BLOCKER_KEY}\n",
+                "invalid configuration file DIR/blocker.yaml.local: \
+                 cannot expand ${BLOCKER_KEY} on line 2: environment variable not found",
+            ),
+            (
+                "update_frequency: 10ms\n",
+                "invalid configuration file DIR/blocker.yaml with its overlay \
+                 DIR/blocker.yaml.local: update_frequency must be at least 100ms",
+            ),
+        ];
+        for (overlay, want) in cases {
+            let (c, dir) = load_from(
+                "overlay-errors",
+                &[("blocker.yaml", &base), ("blocker.yaml.local", overlay)],
+            );
+            let want = want.replace("DIR", &dir.display().to_string());
+            assert_eq!(error_chain(&c.unwrap_err()), want, "overlay {overlay:?}");
+        }
+        let (c, _) = load_from(
+            "overlay-unknown",
+            &[
+                ("blocker.yaml", &base),
+                ("blocker.yaml.local", "bogus: 1\n"),
+            ],
+        );
+        let err = error_chain(&c.unwrap_err());
+        assert!(err.contains("with its overlay"), "{err}");
+        assert!(err.contains("unknown field `bogus`"), "{err}");
     }
 
     #[test]

@@ -108,6 +108,50 @@ fn example_config_passes_check_config() {
     assert!(ok, "blocker check-config -c {EXAMPLE}: {out}");
 }
 
+/// The installed example with `crowdsec-blocker.yaml.local` beside it, as an admin keeps their
+/// changes across upgrades: `show-config` shows the overlay's values over the file's, and a
+/// bad overlay is named.
+#[test]
+fn a_local_overlay_beside_the_example_is_laid_over_it() {
+    let dir =
+        std::env::temp_dir().join(format!("blocker-packaging-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("crowdsec-blocker.yaml");
+    std::fs::write(&config, read(EXAMPLE)).expect("write config");
+    let overlay = dir.join("crowdsec-blocker.yaml.local");
+    std::fs::write(
+        &overlay,
+        "ports: [993]\nprometheus:\n  listen_port: 60700\n",
+    )
+    .expect("write overlay");
+    let (ok, merged) = blocker_on_file(&config, "show-config");
+    assert!(ok, "show-config with the overlay: {merged}");
+    let ports: Vec<&str> = merged
+        .lines()
+        .skip_while(|l| *l != "ports:")
+        .skip(1)
+        .take_while(|l| l.starts_with("- "))
+        .collect();
+    assert_eq!(
+        ports,
+        ["- 993"],
+        "the overlay's list replaces the file's:\n{merged}"
+    );
+    assert!(
+        merged.contains("  listen_port: 60700\n") && merged.contains("  enabled: true\n"),
+        "the prometheus mappings merge:\n{merged}"
+    );
+
+    std::fs::write(&overlay, "interfaces: eth1\n").expect("write overlay");
+    let (ok, out) = blocker_on_file(&config, "check-config");
+    assert!(!ok, "a bad overlay passed check-config: {out}");
+    assert!(
+        out.contains(&format!("invalid configuration file {}: interfaces: a scalar cannot replace the file's sequence", overlay.display())),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+}
+
 /// Every key the example sets is set to its default (bar the three it must set), so the
 /// file tells the truth about what leaving a key out means.
 #[test]
