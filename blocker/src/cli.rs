@@ -20,6 +20,7 @@ use crate::{
     loader,
     maps::{KernelMaps, TableUsage},
     state::{DaemonState, unix_seconds},
+    xdp_hook,
 };
 
 /// `CrowdSec` bouncer for mail servers: drops SYNs to mail ports from banned prefixes with XDP.
@@ -166,6 +167,8 @@ struct StatusReport {
     pin_dir: PathBuf,
     interfaces: Vec<String>,
     program_ids: Vec<u32>,
+    /// Per interface: `native`, `generic`...; `None` where this network namespace cannot tell.
+    xdp_modes: Vec<Option<&'static str>>,
     banned_v4: usize,
     banned_v6: usize,
     expired_awaiting_removal: usize,
@@ -187,9 +190,20 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let links = loader::pins(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .links;
-    let program_ids = links
+    let program_ids: Vec<Option<u32>> = links
         .iter()
-        .filter_map(|(_, path)| link_program_id(path))
+        .map(|(_, path)| link_program_id(path))
+        .collect();
+    // From the kernel, not the state file: a pinned link reused at a restart keeps the mode
+    // it was made in. Only where the hook holds the link's program: interface names are this
+    // network namespace's, and the daemon's may be another.
+    let xdp_modes = links
+        .iter()
+        .zip(&program_ids)
+        .map(|((interface, _), &program_id)| {
+            let hook = xdp_hook::xdp_hook(loader::ifindex(interface)?).ok()??;
+            (Some(hook.program_id) == program_id).then_some(hook.mode)
+        })
         .collect();
     let bans = maps.bans()?;
     let boot = clock::now_ns();
@@ -201,7 +215,8 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let report = StatusReport {
         pin_dir: dir.to_path_buf(),
         interfaces: links.iter().map(|(i, _)| i.clone()).collect(),
-        program_ids,
+        program_ids: program_ids.into_iter().flatten().collect(),
+        xdp_modes,
         banned_v4: bans.iter().filter(|b| b.net.addr().is_ipv4()).count(),
         banned_v6: bans.iter().filter(|b| b.net.addr().is_ipv6()).count(),
         expired_awaiting_removal: bans.iter().filter(|b| b.expires_at_ns <= boot).count(),
@@ -236,9 +251,18 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
 fn print_status(report: &StatusReport, state_file: &Path) {
     let now = unix_seconds(SystemTime::now());
     println!("pins:        {}", report.pin_dir.display());
+    let interfaces: Vec<String> = report
+        .interfaces
+        .iter()
+        .zip(&report.xdp_modes)
+        .map(|(interface, mode)| match mode {
+            Some(mode) => format!("{interface} ({mode} XDP)"),
+            None => interface.clone(),
+        })
+        .collect();
     println!(
         "interfaces:  {} (program ids {:?})",
-        report.interfaces.join(", "),
+        interfaces.join(", "),
         report.program_ids
     );
     println!(

@@ -612,6 +612,8 @@ fn attach(
         XdpMode::Auto => {
             match loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Native) {
                 Ok(attached) => attached,
+                // Generic mode would only fail the same way.
+                Err(e @ loader::AttachError::Occupied { .. }) => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(interface, error = %error_chain(&e), "native XDP failed; falling back to generic (slower)");
                     loader::attach_pinned(ebpf, pin_dir, interface, AttachMode::Generic)?

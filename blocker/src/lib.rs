@@ -18,6 +18,7 @@ pub mod state;
 pub mod sync;
 pub mod table;
 pub mod usage;
+pub mod xdp_hook;
 
 /// The compiled XDP program, embedded at build time.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));

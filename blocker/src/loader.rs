@@ -19,7 +19,7 @@ use aya::{
 };
 use blocker_common::{BucketV4, BucketV6, Settings, Slot, map, table};
 
-use crate::EBPF_OBJECT;
+use crate::{EBPF_OBJECT, xdp_hook};
 
 /// The program's name in the object.
 pub const PROGRAM: &str = "blocker";
@@ -138,6 +138,17 @@ pub enum AttachError {
         path: PathBuf,
         #[source]
         source: ProgramError,
+    },
+    #[error(
+        "interface {interface} already has XDP program {program_id}{} ({mode}), not attached by this blocker: blocker needs the hook to itself; see `ip link show {interface}`, and remove it with `ip link set dev {interface} xdp off` (a blocker with another bpffs_dir: `blocker detach` with its configuration)",
+        name.as_ref().map(|name| format!(" {name:?}")).unwrap_or_default()
+    )]
+    Occupied {
+        interface: String,
+        program_id: u32,
+        /// The program's own name, if it can still be read.
+        name: Option<String>,
+        mode: &'static str,
     },
     #[error("pinning the XDP link at {path} failed")]
     Pin {
@@ -411,7 +422,11 @@ pub fn attach_pinned(
         }
         return Ok(Attached::Replaced);
     }
-    let id = xdp.attach(interface, xdp_mode(mode)).map_err(error)?;
+    // A failure with another program on the hook says whose it is: the kernel's EBUSY or
+    // EEXIST ("native and generic XDP can't be active at the same time") would not.
+    let id = xdp
+        .attach(interface, xdp_mode(mode))
+        .map_err(|source| occupied(interface).unwrap_or_else(|| error(source)))?;
     let pin_error = |source: Box<dyn std::error::Error + Send + Sync>| AttachError::Pin {
         path: path.clone(),
         source,
@@ -420,6 +435,21 @@ pub fn attach_pinned(
     let link = FdLink::try_from(link).map_err(|e| pin_error(e.into()))?;
     link.pin(&path).map_err(|e| pin_error(e.into()))?;
     Ok(Attached::New(mode))
+}
+
+/// [`AttachError::Occupied`] if some program holds `interface`'s XDP hook.
+fn occupied(interface: &str) -> Option<AttachError> {
+    let hook = xdp_hook::xdp_hook(ifindex(interface)?).ok()??;
+    let name = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|program| program.id() == hook.program_id)
+        .and_then(|program| program.name_as_str().map(str::to_owned));
+    Some(AttachError::Occupied {
+        interface: interface.to_owned(),
+        program_id: hook.program_id,
+        name,
+        mode: hook.mode,
+    })
 }
 
 /// What [`reconcile_links`] did to a pinned link.

@@ -192,3 +192,66 @@ fn two_names_of_one_interface_are_named_before_anything_is_loaded() {
     );
     assert!(!std::path::Path::new(pins).exists(), "nothing pinned");
 }
+
+/// Another program on the interface's XDP hook (`xdp-filter`, an anti-flood filter, a blocker with
+/// another `bpffs_dir`): the start fails naming it and how to see and remove it, whether it
+/// was attached over netlink (`ip link`, libbpf, libxdp) or through a BPF link, and does not
+/// "fall back to generic" first, which could only fail too.
+#[test]
+fn another_program_on_the_xdp_hook_is_named() {
+    use blocker_tests::bench::bpf::{RawXdp, XDP_PASS, attach_xdp, returning};
+    if !blocker_tests::privileged("another_program_on_the_xdp_hook_is_named") {
+        return;
+    }
+    let ns = blocker_tests::netns::Netns::new(format!("blkcli{}-hook", std::process::id()));
+    let ip = |args: &[&str]| blocker_tests::netns::ip(&[&["-n", &ns.name], args].concat());
+    ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    ip(&["link", "set", "eth0", "up"]);
+    ip(&["link", "set", "eth1", "up"]);
+    let other = RawXdp::load("othertool", &returning(XDP_PASS)).expect("load a program");
+    let pin = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/blocker-cli-test-othertool-{}",
+        std::process::id()
+    ));
+    other.pin(&pin).expect("pin it");
+    // Unpinned at once, or when `ip` fails: `ip link` only needs it to attach.
+    let attached = std::panic::catch_unwind(|| {
+        // Not `ip -n`, which mounts a sysfs of the namespace's own over /sys, and its
+        // /sys/fs/bpf with it.
+        let pinned = pin.to_str().expect("utf-8");
+        ns.run(|| {
+            blocker_tests::netns::ip(&["link", "set", "dev", "eth0", "xdpdrv", "pinned", pinned]);
+        });
+    });
+    std::fs::remove_file(&pin).expect("unpin");
+    attached.expect("ip link set dev eth0 xdpdrv pinned");
+    let link = ns.run(|| {
+        let eth1 = blocker::loader::ifindex("eth1").expect("eth1");
+        attach_xdp(std::os::fd::AsFd::as_fd(&other), eth1).expect("attach through a link")
+    });
+
+    for interface in ["eth0", "eth1"] {
+        let pins = blocker_tests::PinDir::new(&format!("cli-hook-{interface}"));
+        let yaml = format!(
+            "api_url: http://127.0.0.1:8080/\napi_key: k\ninterfaces: [{interface}]\nbpffs_dir: {}\nprometheus:\n  enabled: false\n",
+            pins.path().display()
+        );
+        let (ok, stderr) = ns.run(|| blocker(&yaml, &["run"]));
+        assert!(!ok, "{interface}: blocker ran beside another program");
+        let want = format!("interface {interface} already has XDP program ");
+        assert!(
+            stderr.contains(&want)
+                && stderr.contains("\"othertool\" (native), not attached by this blocker")
+                && stderr.contains(&format!("ip link set dev {interface} xdp off")),
+            "{interface}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("falling back to generic"),
+            "{interface}: {stderr}"
+        );
+        println!("{interface}: {}", stderr.trim());
+    }
+    drop(link);
+}

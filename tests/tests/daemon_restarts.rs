@@ -158,6 +158,12 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     let mut second = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
     std::thread::sleep(Duration::from_secs(3));
     let second_program = program_id(&config);
+    // The second daemon reused the pinned link: its state file says "kept"; `status`, run in
+    // the mail host's namespace, asks the kernel. (From another namespace it cannot tell.)
+    let status = mail.ns.run(|| config.json(BLOCKER, &["status", "--json"]));
+    assert_eq!(status["xdp_modes"][0], "native", "{status}");
+    let status = config.json(BLOCKER, &["status", "--json"]);
+    assert_eq!(status["xdp_modes"][0], serde_json::Value::Null, "{status}");
     second.signal(libc::SIGTERM);
 
     let slots_before = config.json(BLOCKER, &["status", "--json"])["tables"]["v4_slots"].clone();

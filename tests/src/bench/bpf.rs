@@ -15,6 +15,7 @@ use std::{
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -378,6 +379,29 @@ impl RawXdp {
                 ))
             }
         }
+    }
+}
+
+/// The members of `union bpf_attr` that `BPF_OBJ_PIN` reads.
+#[repr(C)]
+struct PinAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+impl RawXdp {
+    /// Pins the program at `path` (on a BPF filesystem), for tools that attach a pinned
+    /// program (`ip link set dev X xdp pinned PATH`).
+    pub fn pin(&self, path: &std::path::Path) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        let mut attr = PinAttr {
+            pathname: user_ptr(path.as_bytes_with_nul()),
+            bpf_fd: u32::try_from(self.fd.as_raw_fd()).expect("fds are positive"),
+            file_flags: 0,
+        };
+        bpf(BPF_OBJ_PIN, &mut attr).map(drop)
     }
 }
 
