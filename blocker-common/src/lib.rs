@@ -27,8 +27,12 @@ pub mod map {
     pub const SETTINGS: &str = "SETTINGS";
     /// Per-CPU `FamilyStats`, indexed by `family::*`.
     pub const STATS: &str = "STATS";
+    /// Per-CPU `RecentDrops`: the sources of the latest drops, for the daemon's log
+    /// (`deny_log`). A sample, not state: left unpinned, each loaded program has its own.
+    pub const RECENT_DROPS: &str = "RECENT_DROPS";
     /// Every map that holds state: all are pinned, so bans, settings and counters outlive the
-    /// daemon. (The program's one other map is a per-CPU cache of the clock, `COARSE_CLOCK`.)
+    /// daemon. (The program's other maps, `RECENT_DROPS` and a per-CPU cache of the clock,
+    /// `COARSE_CLOCK`, hold none.)
     pub const ALL: [&str; 9] = [
         BANNED_V4_ADDRS,
         BANNED_V4_RANGES,
@@ -156,6 +160,8 @@ pub mod flags {
     pub const ADDRS_V4: u32 = 32;
     /// The IPv6 address table holds an entry.
     pub const ADDRS_V6: u32 = 64;
+    /// Record each dropped SYN's source in `RECENT_DROPS`, for the daemon's log (`deny_log`).
+    pub const DENY_LOG: u32 = 128;
 }
 
 /// Run-time settings of the program, one slot in `SETTINGS`.
@@ -332,6 +338,31 @@ pub mod table {
     }
 }
 
+/// Samples each CPU keeps of its latest drops in `RECENT_DROPS`.
+pub const DROP_SAMPLES: usize = 32;
+
+/// The source of one dropped SYN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropSample {
+    /// As the address tables hold it (`table::words`): IPv4 in the first word, the rest 0.
+    pub addr: [u32; 4],
+    /// `family::IPV4` or `family::IPV6`.
+    pub family: u32,
+    /// `origin::*` slot of the ban.
+    pub origin: u32,
+}
+
+/// One CPU's latest drops: a ring of samples. `written` counts every sample ever written; the
+/// next goes to slot `written % DROP_SAMPLES`. The daemon reads it while the program writes,
+/// so a sample read then may be half old, half new: fine for a log.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecentDrops {
+    pub written: u64,
+    pub samples: [DropSample; DROP_SAMPLES],
+}
+
 /// Words in the `PROTECTED_PORTS` bitmap.
 pub const PORT_WORDS: u32 = 65_536 / 64;
 
@@ -363,6 +394,8 @@ const _: () = assert!(origin::COUNT <= 1 << table::ORIGIN_BITS);
 const _: () = assert!(core::mem::size_of::<BucketV4>() == 64);
 const _: () = assert!(core::mem::size_of::<BucketV6>() == 64);
 const _: () = assert!(core::mem::size_of::<AllowEntry>() == 4);
+const _: () = assert!(core::mem::size_of::<DropSample>() == 24);
+const _: () = assert!(core::mem::size_of::<RecentDrops>() == 8 + 24 * DROP_SAMPLES);
 
 #[cfg(feature = "user")]
 mod user {
@@ -371,5 +404,6 @@ mod user {
     unsafe impl aya::Pod for super::AllowEntry {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::FamilyStats {}
+    unsafe impl aya::Pod for super::RecentDrops {}
     unsafe impl<const W: usize, const K: usize, const P: usize> aya::Pod for super::Bucket<W, K, P> {}
 }

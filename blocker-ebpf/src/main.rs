@@ -18,7 +18,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use blocker_common::{
-    AllowEntry, BanEntry, BucketV4, BucketV6, FamilyStats, PORT_WORDS, Settings, capacity, family,
+    AllowEntry, BanEntry, BucketV4, BucketV6, FamilyStats, PORT_WORDS, RecentDrops, Settings,
+    capacity, family,
 };
 use parse::{Parsed, classify};
 use verdict::Judgement;
@@ -47,9 +48,12 @@ static PROTECTED_PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
 static STATS: PerCpuArray<FamilyStats> = PerCpuArray::with_max_entries(family::COUNT, 0);
-/// A cache, not state: the only map left unpinned (`verdict::now`).
+/// A cache, not state: left unpinned (`verdict::now`).
 #[map]
 static COARSE_CLOCK: PerCpuArray<verdict::CoarseReading> = PerCpuArray::with_max_entries(1, 0);
+/// Samples for the daemon's log, not state: left unpinned (`verdict::record_drop`).
+#[map]
+static RECENT_DROPS: PerCpuArray<RecentDrops> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn blocker(ctx: XdpContext) -> u32 {

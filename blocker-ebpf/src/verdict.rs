@@ -11,11 +11,13 @@ use aya_ebpf::{
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     maps::{Array, LpmTrie, lpm_trie::Key},
 };
-use blocker_common::{AllowEntry, BanEntry, Bucket, Settings, Slot, flags, table};
+use blocker_common::{
+    AllowEntry, BanEntry, Bucket, DROP_SAMPLES, DropSample, Settings, Slot, family, flags, table,
+};
 
 use crate::{
     ALLOW_V4, ALLOW_V6, BANNED_V4_ADDRS, BANNED_V4_RANGES, BANNED_V6_ADDRS, BANNED_V6_RANGES,
-    COARSE_CLOCK, SETTINGS,
+    COARSE_CLOCK, RECENT_DROPS, SETTINGS,
     parse::{Source, load},
 };
 
@@ -149,6 +151,27 @@ fn read_slot<const W: usize>(slot: &Slot<W>, addr: &[u32; W]) -> (u64, u64) {
     (u64::from(tag), u64::from(differ))
 }
 
+/// Keeps `addr` as this CPU's latest drop, for the daemon's log (`deny_log`).
+#[inline(always)]
+fn record_drop<const W: usize>(addr: &[u32; W], origin: u32) {
+    let Some(recent) = RECENT_DROPS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, valid for the program's run, which no other CPU touches (see
+    // `now`); the daemon only reads it.
+    let recent = unsafe { &mut *recent };
+    let mut sample = DropSample {
+        addr: [0; 4],
+        family: if W == 1 { family::IPV4 } else { family::IPV6 },
+        origin,
+    };
+    sample.addr[..W].copy_from_slice(addr);
+    #[expect(clippy::cast_possible_truncation, reason = "below DROP_SAMPLES")]
+    let slot = (recent.written % DROP_SAMPLES as u64) as usize;
+    recent.samples[slot] = sample;
+    recent.written += 1;
+}
+
 /// All ones in the low half if `x` (below 2^32) is 0, else 0, with no comparison, which the
 /// BPF target can only make a branch of (it has no conditional move): `x - 1` borrows past
 /// bit 31 only from 0.
@@ -179,6 +202,9 @@ impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W
                 undecidable,
             }
         } else {
+            if settings.flags & flags::DENY_LOG != 0 {
+                record_drop(&words, origin);
+            }
             Judgement::Banned {
                 origin,
                 undecidable,

@@ -218,6 +218,10 @@ pub struct Config {
     /// enforce (drop) or observe (count only); default enforce.
     #[serde(default)]
     mode: Mode,
+    /// Log the sources of dropped SYNs, sampled, once a second; default false (the firewall
+    /// bouncer's key, which logs every dropped packet).
+    #[serde(default)]
+    deny_log: bool,
     /// Single banned addresses per family the kernel's address tables are sized for; default
     /// 131,072 (1.5 MB for IPv4, 4 MB for IPv6). More still work, from the slower range
     /// trie. A change resizes the pinned tables at the next start, enforcing throughout.
@@ -1144,6 +1148,11 @@ impl Config {
     #[must_use]
     pub fn allowlist(&self) -> &[IpNet] {
         &self.allowlist
+    }
+
+    #[must_use]
+    pub fn deny_log(&self) -> bool {
+        self.deny_log
     }
 
     #[must_use]

@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use crate::{
     clock,
     config::{Config, ConfigError, Mode, XdpMode},
+    drop_log::DropLog,
     error_chain,
     lapi::{Backoff, LapiClient, LapiError, LapiSettings},
     loader::{self, AttachMode, Attached, Loaded},
@@ -46,6 +47,8 @@ pub struct DaemonSettings {
     pub ports: Vec<u16>,
     pub allowlist: Vec<IpNet>,
     pub observe: bool,
+    /// Log the sources of dropped SYNs (sampled) once a second.
+    pub deny_log: bool,
     /// What the address tables are sized for, when they are made.
     pub capacity: loader::Capacity,
     /// bpffs folder of the pinned maps and links.
@@ -69,6 +72,7 @@ impl DaemonSettings {
             ports: config.ports().to_vec(),
             allowlist: config.allowlist().to_vec(),
             observe: config.mode() == Mode::Observe,
+            deny_log: config.deny_log(),
             capacity: config.capacity(),
             pin_dir: config.bpffs_dir().to_path_buf(),
             state_file: config.state_file().to_path_buf(),
@@ -308,7 +312,11 @@ pub async fn run(
     // in the kernel is touched.
     let client = LapiClient::new(&settings.lapi).map_err(DaemonError::Lapi)?;
     // Held to the end: dropping it would close the program's fds (the pins keep it alive).
-    let (_ebpf, maps, mut state) = enforce(&settings)?;
+    let (mut ebpf, maps, mut state) = enforce(&settings)?;
+    let mut drop_log = settings
+        .deny_log
+        .then(|| DropLog::take(&mut ebpf))
+        .transpose()?;
     tracing::info!(
         interfaces = ?state.interfaces,
         ports = ?settings.ports,
@@ -362,6 +370,9 @@ pub async fn run(
                 let applied = enforcer.expire();
                 if applied.unbanned > 0 {
                     tracing::info!(unbanned = applied.unbanned, "expired bans removed");
+                }
+                if let Some(drop_log) = &mut drop_log {
+                    drop_log.log_new();
                 }
                 let pending = enforcer.sync.pending_writes();
                 snapshot.pending_writes = pending as u64;
@@ -566,6 +577,7 @@ fn log_counters(maps: &KernelMaps) {
 fn configure(maps: &mut KernelMaps, settings: &DaemonSettings) -> Result<(), MapsError> {
     maps.set_ports(&settings.ports)?;
     maps.set_observe(settings.observe)?;
+    maps.set_deny_log(settings.deny_log)?;
     maps.set_allowlist(&settings.allowlist)
 }
 

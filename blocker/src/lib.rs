@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decisions;
+pub mod drop_log;
 pub mod inspect;
 pub mod lapi;
 pub mod loader;

@@ -59,7 +59,7 @@ pub enum MapsError {
 /// Buckets of each address table swept per `sweep_tables` call.
 const SWEEP_BUCKETS: u32 = 16_384;
 
-fn op(name: &'static str, action: &'static str) -> impl FnOnce(MapError) -> MapsError {
+pub(crate) fn op(name: &'static str, action: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map {
         name,
         action,
@@ -136,7 +136,7 @@ pub struct KernelMaps {
     stats: PerCpuArray<MapData, FamilyStats>,
 }
 
-fn take<T: TryFrom<Map, Error = MapError>>(
+pub(crate) fn take<T: TryFrom<Map, Error = MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<T, MapsError> {
@@ -605,7 +605,6 @@ impl KernelMaps {
     /// Tells the program which tables and range tries hold anything (it skips empty ones),
     /// and which allow lists to look up.
     fn mark_lists(&mut self) -> Result<(), MapsError> {
-        let mut settings = self.settings()?;
         let held = [
             (flags::ADDRS_V4, self.v4_addrs.held() > 0),
             (flags::ADDRS_V6, self.v6_addrs.held() > 0),
@@ -614,8 +613,14 @@ impl KernelMaps {
             (flags::ALLOW_V4, self.allow_flags & flags::ALLOW_V4 != 0),
             (flags::ALLOW_V6, self.allow_flags & flags::ALLOW_V6 != 0),
         ];
-        for (flag, holds) in held {
-            settings.flags = if holds {
+        self.set_flags(&held)
+    }
+
+    /// Sets each flag of `changes` paired with `true`, clears the others, in one write.
+    fn set_flags(&mut self, changes: &[(u32, bool)]) -> Result<(), MapsError> {
+        let mut settings = self.settings()?;
+        for &(flag, on) in changes {
+            settings.flags = if on {
                 settings.flags | flag
             } else {
                 settings.flags & !flag
@@ -677,13 +682,12 @@ impl KernelMaps {
 
     /// Observe mode: count would-be drops instead of dropping.
     pub fn set_observe(&mut self, observe: bool) -> Result<(), MapsError> {
-        let mut settings = self.settings()?;
-        settings.flags = if observe {
-            settings.flags | flags::OBSERVE
-        } else {
-            settings.flags & !flags::OBSERVE
-        };
-        self.write_settings(settings)
+        self.set_flags(&[(flags::OBSERVE, observe)])
+    }
+
+    /// `deny_log`: the program samples the sources it drops (`drop_log`).
+    pub fn set_deny_log(&mut self, deny_log: bool) -> Result<(), MapsError> {
+        self.set_flags(&[(flags::DENY_LOG, deny_log)])
     }
 
     pub fn settings(&self) -> Result<Settings, MapsError> {

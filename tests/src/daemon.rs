@@ -40,6 +40,7 @@ pub fn settings(api_url: &str, api_key: &str) -> DaemonSettings {
         ports: vec![25, 465, 587, 143, 993, 110, 995],
         allowlist: Vec::new(),
         observe: false,
+        deny_log: false,
         capacity: blocker::loader::Capacity::default(),
         pin_dir: PathBuf::from("/sys/fs/bpf").join(&id),
         state_file: std::env::temp_dir().join(id).join("state.json"),

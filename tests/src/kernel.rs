@@ -91,6 +91,13 @@ impl Program {
             .return_value
     }
 
+    /// The program's `RECENT_DROPS`, as the daemon reads it for `deny_log` (taken out of the
+    /// object: once only).
+    #[must_use]
+    pub fn drop_log(&mut self) -> blocker::drop_log::DropLog {
+        blocker::drop_log::DropLog::take(&mut self.ebpf).expect("RECENT_DROPS")
+    }
+
     /// Counters summed over CPUs, per family.
     #[must_use]
     pub fn stats(&self) -> [FamilyStats; family::COUNT as usize] {

@@ -1,7 +1,8 @@
 //! The daemon needs only `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON`, as in a container given just
 //! those: run under `setpriv` with every other capability dropped from the bounding set, it
 //! loads, attaches, pins, syncs with LAPI and drops a banned host's SYNs; started again so, it
-//! reads the pinned link and swaps its program in (a container restarted or replaced).
+//! reads the pinned link and swaps its program in (a container restarted or replaced). With
+//! `deny_log`, its log names the attacker it drops.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -38,6 +39,9 @@ fn runs_with_only_bpf_net_admin_and_perfmon() {
     let key = mail.ns.run(|| lapi.add_bouncer("blocker-caps"));
     let _listeners = Listeners::start(mail, &[25]);
     let config = TestConfig::new("caps", &lapi.url(), &key);
+    let mut yaml = std::fs::read_to_string(&config.path).expect("config");
+    yaml.push_str("deny_log: true\n");
+    std::fs::write(&config.path, yaml).expect("config");
     let setpriv = [
         "setpriv",
         "--bounding-set=-all,+bpf,+net_admin,+perfmon",
@@ -69,8 +73,18 @@ fn runs_with_only_bpf_net_admin_and_perfmon() {
         || !connects(attacker, mail_v4, 25, Duration::from_millis(300)),
         || config.log(),
     );
+    wait_for(
+        "deny_log naming the attacker",
+        Duration::from_secs(5),
+        || {
+            config
+                .log()
+                .contains("dropped SYNs from banned sources (sampled): 203.0.113.66 (cscli) x")
+        },
+        || config.log(),
+    );
     println!(
-        "daemon with capabilities {caps:#x} (bpf, net_admin, perfmon only) enforced a cscli ban"
+        "daemon with capabilities {caps:#x} (bpf, net_admin, perfmon only) enforced a cscli ban, and deny_log named the attacker"
     );
 
     let program = |config: &TestConfig| {

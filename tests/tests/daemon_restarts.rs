@@ -16,7 +16,7 @@ use std::{
 
 use blocker_tests::{
     lapi::Lapi,
-    netns::{Host, Lan, Listeners, connects},
+    netns::{Host, Lan, Listeners, Netns, connects},
     privileged,
     process::{DaemonProcess, TestConfig, wait_for},
 };
@@ -100,6 +100,15 @@ fn assert_tables_resized(config: &TestConfig, slots_before: &serde_json::Value) 
     );
 }
 
+/// A daemon that reused the pinned link says "kept" in its state file; `status`, run in the
+/// mail host's namespace, asks the kernel. (From another namespace it cannot tell.)
+fn assert_mode_from_the_kernel(mail: &Netns, config: &TestConfig) {
+    let status = mail.run(|| config.json(BLOCKER, &["status", "--json"]));
+    assert_eq!(status["xdp_modes"][0], "native", "{status}");
+    let status = config.json(BLOCKER, &["status", "--json"]);
+    assert_eq!(status["xdp_modes"][0], serde_json::Value::Null, "{status}");
+}
+
 #[test]
 fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     if !privileged("kill_restart_and_replace_never_let_a_banned_syn_through") {
@@ -158,12 +167,7 @@ fn kill_restart_and_replace_never_let_a_banned_syn_through() {
     let mut second = DaemonProcess::start(&mail.ns, &[], BLOCKER, &config);
     std::thread::sleep(Duration::from_secs(3));
     let second_program = program_id(&config);
-    // The second daemon reused the pinned link: its state file says "kept"; `status`, run in
-    // the mail host's namespace, asks the kernel. (From another namespace it cannot tell.)
-    let status = mail.ns.run(|| config.json(BLOCKER, &["status", "--json"]));
-    assert_eq!(status["xdp_modes"][0], "native", "{status}");
-    let status = config.json(BLOCKER, &["status", "--json"]);
-    assert_eq!(status["xdp_modes"][0], serde_json::Value::Null, "{status}");
+    assert_mode_from_the_kernel(&mail.ns, &config);
     second.signal(libc::SIGTERM);
 
     let slots_before = config.json(BLOCKER, &["status", "--json"])["tables"]["v4_slots"].clone();

@@ -832,3 +832,54 @@ fn the_allow_list_is_looked_up_only_while_a_ban_overlaps_it() {
     assert_eq!(program.maps.allows().expect("the allow list").len(), 2);
     assert_eq!(syns(&program, &["198.51.100.42"]), [allowed]);
 }
+
+/// `deny_log`: with the flag set, each dropped SYN leaves its source and its ban's origin for
+/// the daemon to log, and nothing else does (a clean SYN, an ACK, a SYN to another port, an
+/// allow-listed or observed source); with the flag clear, nothing is written. A CPU keeps its
+/// latest `DROP_SAMPLES`.
+#[test]
+fn deny_log_samples_the_sources_of_drops_and_nothing_else() {
+    if !privileged("deny_log_samples_the_sources_of_drops_and_nothing_else") {
+        return;
+    }
+    // The samples are per CPU: every run on one.
+    pin_to_cpu(0, 0);
+    let now = blocker::clock::now_ns();
+    let mut program = Program::load();
+    program.install(&standard_world(now));
+    let mut log = program.drop_log();
+    let (v4, v6) = (ip("203.0.113.7"), ip("2001:db8:bad::1"));
+    let banned_syn = Frame::syn(v4, 25).bytes();
+    assert_eq!(program.run(&banned_syn), XDP_DROP);
+    assert!(
+        log.drain().expect("read").is_empty(),
+        "flag clear: no sample"
+    );
+
+    program.maps.set_deny_log(true).expect("set deny_log");
+    assert_eq!(program.run_repeat(&banned_syn, 3), XDP_DROP);
+    assert_eq!(program.run(&Frame::syn(v6, 993).bytes()), XDP_DROP);
+    for (what, frame) in [
+        ("clean SYN", Frame::syn(ip("203.0.113.1"), 25)),
+        ("ACK", Frame::tcp(v4, 25, ACK)),
+        ("SYN to 8080", Frame::syn(v4, 8080)),
+        ("allow-listed", Frame::syn(ip("198.51.100.42"), 25)),
+    ] {
+        assert_eq!(program.run(&frame.bytes()), XDP_PASS, "{what}");
+    }
+    let sampled: Vec<_> = log.drain().expect("read").into_iter().collect();
+    assert_eq!(sampled, [((v4, origin::CSCLI), 3), ((v6, origin::CAPI), 1)]);
+    assert!(log.drain().expect("read").is_empty(), "read once");
+
+    assert_eq!(program.run_repeat(&banned_syn, 100), XDP_DROP);
+    let sampled: Vec<_> = log.drain().expect("read").into_iter().collect();
+    let kept = u64::try_from(blocker_common::DROP_SAMPLES).expect("small");
+    assert_eq!(sampled, [((v4, origin::CSCLI), kept)], "the latest only");
+
+    program.maps.set_observe(true).expect("observe");
+    assert_eq!(program.run(&banned_syn), XDP_PASS);
+    assert!(
+        log.drain().expect("read").is_empty(),
+        "observed: not dropped"
+    );
+}
