@@ -73,6 +73,10 @@ pub enum ConfigError {
         #[source]
         source: Box<ConfigError>,
     },
+    #[error(
+        "{keys}: crowdsec-firewall-bouncer's settings, not blocker's (blocker filters both families in XDP, drops silently, logs to the journal, and its mode is enforce or observe): remove them"
+    )]
+    FirewallBouncerKeys { keys: String },
     #[error("{key}: a {over} cannot replace the file's {base}")]
     OverlayMismatch {
         key: String,
@@ -588,8 +592,56 @@ fn de_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> 
     deserializer.deserialize_any(PortVisitor)
 }
 
+/// crowdsec-firewall-bouncer's keys that have no meaning here: its backends' set, chain and
+/// hook names, its log files, its process, and what blocker does one way only.
+const FIREWALL_BOUNCER_KEYS: [&str; 19] = [
+    "pid_dir",
+    "daemonize",
+    "log_dir",
+    "compress_logs",
+    "log_max_size",
+    "log_max_files",
+    "log_max_age",
+    "disable_ipv6",
+    "deny_action",
+    "deny_log_prefix",
+    "blacklists_ipv4",
+    "blacklists_ipv6",
+    "ipset_type",
+    "ipset_size",
+    "iptables_chains",
+    "iptables_add_rule_comments",
+    "nftables",
+    "nftables_hooks",
+    "pf",
+];
+/// Its backends, which it takes for `mode`.
+const FIREWALL_BOUNCER_MODES: [&str; 5] = ["nftables", "iptables", "ipset", "pf", "dry-run"];
+
+/// A configuration copied from crowdsec-firewall-bouncer: all its own keys named at once,
+/// rather than the first one serde meets as unknown.
+fn firewall_bouncer_keys(value: &serde_yaml_ng::Value) -> Option<ConfigError> {
+    let map = value.as_mapping()?;
+    let mut keys: Vec<String> = map
+        .keys()
+        .filter_map(serde_yaml_ng::Value::as_str)
+        .filter(|key| FIREWALL_BOUNCER_KEYS.contains(key))
+        .map(str::to_owned)
+        .collect();
+    if let Some(mode) = map
+        .get("mode")
+        .and_then(serde_yaml_ng::Value::as_str)
+        .filter(|mode| FIREWALL_BOUNCER_MODES.contains(mode))
+    {
+        keys.push(format!("mode: {mode}"));
+    }
+    (!keys.is_empty()).then(|| ConfigError::FirewallBouncerKeys {
+        keys: keys.join(", "),
+    })
+}
+
 /// Appended to the configuration file's path, the overlay's (`crowdsec-blocker.yaml.local`).
-pub const OVERLAY_SUFFIX: &str = ".local";
+const OVERLAY_SUFFIX: &str = ".local";
 
 /// An optional file's text; `None` if there is no such file.
 fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
@@ -807,8 +859,12 @@ impl Config {
         let base = yaml_value(&text, lookup).map_err(in_file(path))?;
         let overlay = yaml_value(&overlay, lookup).map_err(in_file(&overlay_path))?;
         let merged = lay_over(base, overlay, &mut String::new()).map_err(in_file(&overlay_path))?;
-        serde_yaml_ng::from_value::<Self>(merged)
-            .map_err(|source| ConfigError::Yaml { source })
+        firewall_bouncer_keys(&merged)
+            .map_or(Ok(merged), Err)
+            .and_then(|merged| {
+                serde_yaml_ng::from_value::<Self>(merged)
+                    .map_err(|source| ConfigError::Yaml { source })
+            })
             .and_then(Config::validate)
             .map_err(|source| ConfigError::Overlaid {
                 path: path.to_owned(),
@@ -827,8 +883,12 @@ impl Config {
         lookup: &dyn Fn(&str) -> Result<String, VarError>,
     ) -> Result<Self, ConfigError> {
         let text = expand_env(text, lookup)?;
-        let config: Self =
-            serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Yaml { source })?;
+        let config: Self = serde_yaml_ng::from_str(&text).map_err(|source| {
+            serde_yaml_ng::from_str(&text)
+                .ok()
+                .and_then(|value| firewall_bouncer_keys(&value))
+                .unwrap_or(ConfigError::Yaml { source })
+        })?;
         config.validate()
     }
 
@@ -1328,8 +1388,8 @@ usage_metrics:
 
     #[test]
     fn unknown_key_is_named() {
-        let err = parse_err(&with("deny_action: DROP"));
-        assert!(err.contains("unknown field `deny_action`"), "{err}");
+        let err = parse_err(&with("deny_actoin: DROP"));
+        assert!(err.contains("unknown field `deny_actoin`"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         let err = parse_err(&with("prometheus:\n  listen_adr: 127.0.0.1"));
         assert!(err.contains("prometheus"), "{err}");
@@ -1380,7 +1440,7 @@ usage_metrics:
             ("log_level: verbose", "log_level: unknown variant `verbose`"),
             ("log_mode: file", "log_mode: unknown variant `file`"),
             ("xdp_mode: offload", "xdp_mode: unknown variant `offload`"),
-            ("mode: nftables", "mode: unknown variant `nftables`"),
+            ("mode: drop", "mode: unknown variant `drop`"),
             (
                 "scopes: [ip, country]",
                 "scopes[1]: unsupported scope \"country\"",
@@ -1570,6 +1630,23 @@ interfaces: [${NIC}, lo]
         // `$NAME` without braces is not expanded.
         let c = Config::from_yaml_with_env(&with("origins: [$NIC]"), &env).unwrap();
         assert_eq!(c.origins(), ["$NIC"]);
+    }
+
+    #[test]
+    fn a_firewall_bouncer_configuration_has_all_its_own_keys_named_at_once() {
+        let err = parse_err(&with(
+            "mode: nftables\nlog_dir: /var/log/\nblacklists_ipv4: crowdsec-blacklists\n\
+             nftables:\n  ipv4:\n    enabled: true\ndeny_log: true\n",
+        ));
+        assert_eq!(
+            err,
+            "log_dir, blacklists_ipv4, nftables, mode: nftables: crowdsec-firewall-bouncer's \
+             settings, not blocker's (blocker filters both families in XDP, drops silently, logs \
+             to the journal, and its mode is enforce or observe): remove them"
+        );
+        // A key of its own alone, too; a shared key it sets right is fine.
+        assert!(parse_err(&with("disable_ipv6: false")).starts_with("disable_ipv6: "));
+        assert!(parse(&with("deny_log: true\nmode: enforce")).is_ok());
     }
 
     #[test]

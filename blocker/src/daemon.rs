@@ -5,8 +5,8 @@
 //! `startup=true`. After that, deltas every `update_frequency`, and every hour a full list that
 //! only adds what is missing. Any failure keeps the maps as they are, logs the cause, backs
 //! off, and the next pull is a full `startup=true` resync. A full pull that fails backs off on
-//! its own clock, and deltas go on meanwhile: a list grown past `max_body_bytes` or the request
-//! timeout must not hold back the next brute-forcer's ban.
+//! its own clock, and deltas go on meanwhile: a list grown past the answer size limit or the
+//! request timeout must not hold back the next brute-forcer's ban.
 
 use std::{
     collections::BTreeMap,
