@@ -558,8 +558,13 @@ fn de_allowlist<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>
     Ok(entries.into_iter().map(|AllowEntry(net)| net).collect())
 }
 
+/// An IP address, or `localhost` (127.0.0.1), which the firewall bouncer's configurations use
+/// too; no other name, which would need a resolver at start.
 fn de_ip<'de, D: Deserializer<'de>>(deserializer: D) -> Result<IpAddr, D::Error> {
     parse_str(deserializer, "an IP address", |text| {
+        if text == "localhost" {
+            return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
         text.parse()
             .map_err(|e| format!("invalid IP address {text:?}: {e}"))
     })
@@ -1482,8 +1487,8 @@ usage_metrics:
                 "ca_cert_path must be an absolute path, not \"\"",
             ),
             (
-                "prometheus: {listen_addr: localhost}",
-                "prometheus.listen_addr: invalid IP address \"localhost\"",
+                "prometheus: {listen_addr: mailhost}",
+                "prometheus.listen_addr: invalid IP address \"mailhost\"",
             ),
             (
                 "prometheus: {listen_port: 0}",
@@ -1630,6 +1635,18 @@ interfaces: [${NIC}, lo]
         // `$NAME` without braces is not expanded.
         let c = Config::from_yaml_with_env(&with("origins: [$NIC]"), &env).unwrap();
         assert_eq!(c.origins(), ["$NIC"]);
+    }
+
+    #[test]
+    fn the_metrics_listen_on_localhost_as_the_firewall_bouncer_writes_it() {
+        let c = parse(&with(
+            "prometheus: {listen_addr: localhost, listen_port: '60603'}",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.prometheus().listen_socket(),
+            "127.0.0.1:60603".parse::<SocketAddr>().unwrap()
+        );
     }
 
     #[test]
