@@ -77,6 +77,8 @@ pub enum ConfigError {
         "{keys}: crowdsec-firewall-bouncer's settings, not blocker's (blocker filters both families in XDP, drops silently, logs to the journal, and its mode is enforce or observe): remove them"
     )]
     FirewallBouncerKeys { keys: String },
+    #[error("cannot expand ${{{name}}} in {key}: environment variable not found")]
+    EnvUnset { key: String, name: String },
     #[error("{key}: a {over} cannot replace the file's {base}")]
     OverlayMismatch {
         key: String,
@@ -599,10 +601,12 @@ fn de_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> 
 
 /// crowdsec-firewall-bouncer's keys that have no meaning here: its backends' set, chain and
 /// hook names, its log files, its process, and what blocker does one way only.
-const FIREWALL_BOUNCER_KEYS: [&str; 19] = [
+const FIREWALL_BOUNCER_KEYS: [&str; 21] = [
     "pid_dir",
     "daemonize",
     "log_dir",
+    "log_compression",
+    "log_max_backups",
     "compress_logs",
     "log_max_size",
     "log_max_files",
@@ -620,8 +624,15 @@ const FIREWALL_BOUNCER_KEYS: [&str; 19] = [
     "nftables_hooks",
     "pf",
 ];
-/// Its backends, which it takes for `mode`.
-const FIREWALL_BOUNCER_MODES: [&str; 5] = ["nftables", "iptables", "ipset", "pf", "dry-run"];
+/// Its values, for keys that blocker reads otherwise: its backends for `mode`, and a log file.
+const FIREWALL_BOUNCER_VALUES: [(&str, &str); 6] = [
+    ("mode", "nftables"),
+    ("mode", "iptables"),
+    ("mode", "ipset"),
+    ("mode", "pf"),
+    ("mode", "dry-run"),
+    ("log_mode", "file"),
+];
 
 /// A configuration copied from crowdsec-firewall-bouncer: all its own keys named at once,
 /// rather than the first one serde meets as unknown.
@@ -633,12 +644,10 @@ fn firewall_bouncer_keys(value: &serde_yaml_ng::Value) -> Option<ConfigError> {
         .filter(|key| FIREWALL_BOUNCER_KEYS.contains(key))
         .map(str::to_owned)
         .collect();
-    if let Some(mode) = map
-        .get("mode")
-        .and_then(serde_yaml_ng::Value::as_str)
-        .filter(|mode| FIREWALL_BOUNCER_MODES.contains(mode))
-    {
-        keys.push(format!("mode: {mode}"));
+    for (key, value) in FIREWALL_BOUNCER_VALUES {
+        if map.get(key).and_then(serde_yaml_ng::Value::as_str) == Some(value) {
+            keys.push(format!("{key}: {value}"));
+        }
     }
     (!keys.is_empty()).then(|| ConfigError::FirewallBouncerKeys {
         keys: keys.join(", "),
@@ -669,6 +678,39 @@ fn yaml_value(
         .map_err(|source| ConfigError::Yaml { source })
 }
 
+/// What an unset `${NAME}` reads as until an overlay's merge, `UNSET-ENV(NAME)`: no value of
+/// ours looks like it, and it is a plain YAML scalar anywhere, even in `[...]`, where `${` is
+/// not.
+const UNSET: &str = "UNSET-ENV(";
+
+/// The key and the variable name of an unset `${NAME}` left in `value`, if any.
+fn unexpanded(value: &serde_yaml_ng::Value, key: &mut String) -> Option<(String, String)> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::String(text) => {
+            let name = text.split_once(UNSET)?.1.split_once(')')?.0;
+            Some((key.clone(), name.to_owned()))
+        }
+        Value::Sequence(items) => items.iter().find_map(|item| unexpanded(item, key)),
+        Value::Mapping(map) => map
+            .iter()
+            .find_map(|(name, item)| below(key, name, |key| unexpanded(item, key))),
+        _ => None,
+    }
+}
+
+/// `f` with `key`, a dotted path, one step further down, at `name`.
+fn below<R>(key: &mut String, name: &serde_yaml_ng::Value, f: impl FnOnce(&mut String) -> R) -> R {
+    let start = key.len();
+    if !key.is_empty() {
+        key.push('.');
+    }
+    key.push_str(name.as_str().unwrap_or("?"));
+    let result = f(key);
+    key.truncate(start);
+    result
+}
+
 /// `over` laid over `base` as `CrowdSec`'s `yamlpatch` does: mappings merge key by key, a `null`
 /// removes the key, any other value replaces the base's if it is of the same kind (a scalar
 /// for a scalar, a sequence for a sequence). `key` is the path to here, for errors.
@@ -689,21 +731,16 @@ fn lay_over(
         (Value::Null, over) => Ok(over),
         (Value::Mapping(mut base), Value::Mapping(over)) => {
             for (name, value) in over {
-                let start = key.len();
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(name.as_str().unwrap_or("?"));
                 match (base.remove(&name), value) {
                     (_, Value::Null) => {}
                     (None, value) => {
                         base.insert(name, value);
                     }
                     (Some(old), value) => {
-                        base.insert(name, lay_over(old, value, key)?);
+                        let merged = below(key, &name, |key| lay_over(old, value, key))?;
+                        base.insert(name, merged);
                     }
                 }
-                key.truncate(start);
             }
             Ok(Value::Mapping(base))
         }
@@ -861,21 +898,29 @@ impl Config {
         let Some(overlay) = read_optional(&overlay_path)? else {
             return Self::from_yaml_with_env(&text, lookup).map_err(in_file(path));
         };
-        let base = yaml_value(&text, lookup).map_err(in_file(path))?;
-        let overlay = yaml_value(&overlay, lookup).map_err(in_file(&overlay_path))?;
+        // An unset variable is marked until the merge: the overlay may replace the value that
+        // names it (the packaged file's `api_key: ${API_KEY}`, the key set in the overlay).
+        let keep_unset = |name: &str| match lookup(name) {
+            Err(VarError::NotPresent) => Ok(format!("{UNSET}{name})")),
+            found => found,
+        };
+        let base = yaml_value(&text, &keep_unset).map_err(in_file(path))?;
+        let overlay = yaml_value(&overlay, &keep_unset).map_err(in_file(&overlay_path))?;
         let merged = lay_over(base, overlay, &mut String::new()).map_err(in_file(&overlay_path))?;
-        firewall_bouncer_keys(&merged)
-            .map_or(Ok(merged), Err)
-            .and_then(|merged| {
-                serde_yaml_ng::from_value::<Self>(merged)
-                    .map_err(|source| ConfigError::Yaml { source })
-            })
-            .and_then(Config::validate)
-            .map_err(|source| ConfigError::Overlaid {
-                path: path.to_owned(),
-                overlay: overlay_path,
-                source: Box::new(source),
-            })
+        let overlaid = |source| ConfigError::Overlaid {
+            path: path.to_owned(),
+            overlay: overlay_path.clone(),
+            source: Box::new(source),
+        };
+        if let Some((key, name)) = unexpanded(&merged, &mut String::new()) {
+            return Err(overlaid(ConfigError::EnvUnset { key, name }));
+        }
+        // Back to text, so that the result parses as one file would (a plain `12345678` is a
+        // string where a string is wanted, which a YAML tree has already made a number).
+        serde_yaml_ng::to_string(&merged)
+            .map_err(|source| ConfigError::Serialize { source })
+            .and_then(|text| Self::from_expanded(&text))
+            .map_err(overlaid)
     }
 
     /// Expands `${ENV}`, parses and validates configuration text.
@@ -887,9 +932,13 @@ impl Config {
         text: &str,
         lookup: &dyn Fn(&str) -> Result<String, VarError>,
     ) -> Result<Self, ConfigError> {
-        let text = expand_env(text, lookup)?;
-        let config: Self = serde_yaml_ng::from_str(&text).map_err(|source| {
-            serde_yaml_ng::from_str(&text)
+        Self::from_expanded(&expand_env(text, lookup)?)
+    }
+
+    /// Parses and validates configuration text whose `${ENV}` are expanded.
+    fn from_expanded(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = serde_yaml_ng::from_str(text).map_err(|source| {
+            serde_yaml_ng::from_str(text)
                 .ok()
                 .and_then(|value| firewall_bouncer_keys(&value))
                 .unwrap_or(ConfigError::Yaml { source })
@@ -1443,7 +1492,7 @@ usage_metrics:
                 "usage_metrics.interval must be at least 100ms",
             ),
             ("log_level: verbose", "log_level: unknown variant `verbose`"),
-            ("log_mode: file", "log_mode: unknown variant `file`"),
+            ("log_mode: syslog", "log_mode: unknown variant `syslog`"),
             ("xdp_mode: offload", "xdp_mode: unknown variant `offload`"),
             ("mode: drop", "mode: unknown variant `drop`"),
             (
@@ -1651,15 +1700,25 @@ interfaces: [${NIC}, lo]
 
     #[test]
     fn a_firewall_bouncer_configuration_has_all_its_own_keys_named_at_once() {
-        let err = parse_err(&with(
-            "mode: nftables\nlog_dir: /var/log/\nblacklists_ipv4: crowdsec-blacklists\n\
-             nftables:\n  ipv4:\n    enabled: true\ndeny_log: true\n",
-        ));
+        // Every key of the firewall bouncer's packaged file, nftables chosen at install.
+        let copied = "mode: nftables\nupdate_frequency: 10s\nlog_mode: file\nlog_dir: /var/log/\n\
+            log_level: info\nlog_compression: true\nlog_max_size: 100\nlog_max_backups: 3\n\
+            log_max_age: 30\napi_url: http://127.0.0.1:8080/\napi_key: s3cr3t-key\n\
+            insecure_skip_verify: false\ndisable_ipv6: false\ndeny_action: DROP\n\
+            deny_log: false\nsupported_decisions_types: [ban]\n\
+            blacklists_ipv4: crowdsec-blacklists\nblacklists_ipv6: crowdsec6-blacklists\n\
+            ipset_type: nethash\niptables_chains: [INPUT]\n\
+            nftables:\n  ipv4: {enabled: true, table: crowdsec, chain: crowdsec-chain}\n\
+            nftables_hooks: [input, forward]\npf: {anchor_name: ''}\n\
+            prometheus: {enabled: false, listen_addr: 127.0.0.1, listen_port: 60601}\n";
         assert_eq!(
-            err,
-            "log_dir, blacklists_ipv4, nftables, mode: nftables: crowdsec-firewall-bouncer's \
-             settings, not blocker's (blocker filters both families in XDP, drops silently, logs \
-             to the journal, and its mode is enforce or observe): remove them"
+            parse_err(copied),
+            "log_dir, log_compression, log_max_size, log_max_backups, log_max_age, \
+             disable_ipv6, deny_action, blacklists_ipv4, blacklists_ipv6, ipset_type, \
+             iptables_chains, nftables, nftables_hooks, pf, mode: nftables, log_mode: file: \
+             crowdsec-firewall-bouncer's settings, not blocker's (blocker filters both families \
+             in XDP, drops silently, logs to the journal, and its mode is enforce or observe): \
+             remove them"
         );
         // A key of its own alone, too; a shared key it sets right is fine.
         assert!(parse_err(&with("disable_ipv6: false")).starts_with("disable_ipv6: "));
@@ -1724,6 +1783,18 @@ interfaces: [${NIC}, lo]
         assert_eq!(c.update_frequency(), Duration::from_secs(30));
         assert_eq!(c.api_url().as_str(), "http://127.0.0.1:8080/");
 
+        // The file names a variable that is unset, in a value the overlay replaces: fine, and
+        // a plain number is a string where a string is wanted, as in one file.
+        let (c, _) = load_from(
+            "overlay-env",
+            &[
+                ("blocker.yaml", &MINIMAL.replace("s3cr3t-key", "${API_KEY}")),
+                ("blocker.yaml.local", "api_key: 12345678\n"),
+            ],
+        );
+        let c = c.unwrap();
+        assert_eq!(c.api_key.as_ref().map(ApiKey::expose), Some("12345678"));
+
         // One of comments only changes nothing.
         let (c, _) = load_from(
             "overlay-empty",
@@ -1751,8 +1822,9 @@ interfaces: [${NIC}, lo]
             ),
             (
                 "\napi_key: ${BLOCKER_KEY}\n",
-                "invalid configuration file DIR/blocker.yaml.local: \
-                 cannot expand ${BLOCKER_KEY} on line 2: environment variable not found",
+                "invalid configuration file DIR/blocker.yaml with its overlay \
+                 DIR/blocker.yaml.local: cannot expand ${BLOCKER_KEY} in api_key: environment \
+                 variable not found",
             ),
             (
                 "update_frequency: 10ms\n",
@@ -1768,6 +1840,23 @@ interfaces: [${NIC}, lo]
             let want = want.replace("DIR", &dir.display().to_string());
             assert_eq!(error_chain(&c.unwrap_err()), want, "overlay {overlay:?}");
         }
+        // A variable that is unset in a value the overlay keeps, even in a flow sequence.
+        let (c, dir) = load_from(
+            "overlay-unset",
+            &[
+                ("blocker.yaml", &MINIMAL.replace("[eth0]", "[${MAIL_NIC}]")),
+                ("blocker.yaml.local", "ports: [25]\n"),
+            ],
+        );
+        let err = error_chain(&c.unwrap_err());
+        assert!(
+            err.ends_with(&format!(
+                "blocker.yaml with its overlay {}/blocker.yaml.local: cannot expand ${{MAIL_NIC}} \
+                 in interfaces: environment variable not found",
+                dir.display()
+            )),
+            "{err}"
+        );
         let (c, _) = load_from(
             "overlay-unknown",
             &[
