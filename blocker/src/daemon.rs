@@ -117,11 +117,12 @@ pub enum DaemonError {
 /// a pull fails. These periodic pulls only add: one cut short lifts nothing.
 pub const FULL_RESYNC_EVERY: Duration = Duration::from_hours(1);
 
-/// How a full pull that failed is retried: after 15-30 s, doubling up to 10 minutes. Each try
-/// is LAPI's dearest query, and its answer, even one we refuse, moves LAPI's "last pull" mark
-/// past the decisions made since the pull before: those come back only with a full pull that
-/// succeeds. The first retry comes after the main loop's first retries (1 s, 2 s...), so a
-/// delta comes first.
+/// How a full pull that failed on LAPI's answer is retried: after 15-30 s, doubling up to 10
+/// minutes, each time just after a delta. Each try is LAPI's dearest query, and its answer,
+/// even one we refuse, moves LAPI's "last pull" mark past the decisions made since the pull
+/// before (the delta, milliseconds earlier): those come back only with a full pull that
+/// succeeds. The first retry comes after the main loop's first retries (1 s, 2 s...), so
+/// deltas go on meanwhile.
 const FULL_RETRY_BASE: Duration = Duration::from_secs(30);
 const FULL_RETRY_CAP: Duration = Duration::from_mins(10);
 
@@ -141,6 +142,8 @@ pub struct Enforcer {
     /// answer held.
     next_full_try: std::time::Instant,
     full_retry: Backoff,
+    /// The last full pull failed on LAPI's answer (not for want of LAPI).
+    full_failing: bool,
     /// When the last full pull succeeded, and how long until the next one is due.
     last_full: std::time::Instant,
     full_every: Duration,
@@ -176,6 +179,7 @@ impl Enforcer {
             resync: true,
             next_full_try: std::time::Instant::now(),
             full_retry: Backoff::new(FULL_RETRY_BASE, FULL_RETRY_CAP),
+            full_failing: false,
             last_full: std::time::Instant::now(),
             full_every: FULL_RESYNC_EVERY,
             active: BTreeMap::new(),
@@ -215,19 +219,32 @@ impl Enforcer {
         // A full pull that is only due by the clock adds what the deltas missed and lifts
         // nothing: a LAPI that cut its answer short would otherwise lift what it left out.
         let periodic = !self.resync && now.duration_since(self.last_full) >= self.full_every;
-        let startup = (self.resync && now >= self.next_full_try) || periodic;
+        let resync = self.resync && now >= self.next_full_try;
+        if resync && self.full_failing {
+            // LAPI moves its mark even for an answer we refuse: with a delta just before, a
+            // full pull that fails again takes with it only what came in between.
+            self.pull_once(false, false).await?;
+        }
+        self.pull_once(resync || periodic, periodic).await
+    }
+
+    async fn pull_once(&mut self, startup: bool, periodic: bool) -> Result<PullReport, LapiError> {
         let batch = match self.client.stream(startup, SystemTime::now).await {
             Ok(batch) => batch,
             Err(e) => {
                 self.resync = true;
-                if startup {
+                // Unreachable, LAPI saw no request: nothing was lost, nor is its answer to
+                // blame, so the full pull is tried again as soon as LAPI is back.
+                if startup && !matches!(e, LapiError::Unreachable { .. }) {
                     self.next_full_try = std::time::Instant::now() + self.full_retry.next_delay();
+                    self.full_failing = true;
                 }
                 return Err(e);
             }
         };
         if startup {
             self.resync = false;
+            self.full_failing = false;
             self.full_retry.reset();
             self.last_full = std::time::Instant::now();
         }

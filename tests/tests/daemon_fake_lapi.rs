@@ -137,6 +137,11 @@ impl Daemon {
     /// An enforcer as [`Daemon::start`] makes, over maps already holding `pinned`, as a
     /// restarted daemon finds them.
     fn adopting(fake: &Fake, timeout: Duration, pinned: &[Ban]) -> Daemon {
+        Daemon::at(&fake.lapi.url(), timeout, pinned)
+    }
+
+    /// An enforcer as [`Daemon::adopting`] makes, pulling from `url`.
+    fn at(url: &str, timeout: Duration, pinned: &[Ban]) -> Daemon {
         // Sized for the huge answer, as an admin sizes `max_addresses` for their lists.
         let capacity = blocker::loader::Capacity {
             addresses: u32::try_from(HUGE_DECISION_COUNT).expect("fits"),
@@ -148,7 +153,7 @@ impl Daemon {
             maps.insert_ban(ban).expect("a pinned ban");
         }
         let mut settings = LapiSettings::new(
-            fake.lapi.url().parse().expect("fake LAPI URL"),
+            url.parse().expect("LAPI URL"),
             LapiAuth::ApiKey(ApiKey::new(API_KEY.to_owned())),
         );
         settings.timeout = timeout;
@@ -284,6 +289,8 @@ async fn breaking_faults_change_nothing_and_a_resync_recovers() {
             "{what}: the first full retry waits {owed:?}"
         );
         tokio::time::sleep(owed).await;
+        // A delta first, then the full pull, in one `pull`: should the full one fail again,
+        // it would take with it only what came in between.
         let report = daemon.pull_ok(&format!("{what}, resync")).await;
         assert!(
             report.startup,
@@ -294,7 +301,7 @@ async fn breaking_faults_change_nothing_and_a_resync_recovers() {
         assert_eq!(daemon.enforcer.resync_owed(), None, "{what}: resync done");
         assert_eq!(
             fake.startups(),
-            ["true", "false", "true", "false", "true"],
+            ["true", "false", "true", "false", "false", "true"],
             "{what}: startup= of each request"
         );
         println!(
@@ -665,4 +672,32 @@ async fn bans_a_cut_short_startup_answer_left_out_come_back_with_the_hourly_full
         "a cut-short startup answer left {held} of {} bans; the hourly full pull restored all, and one cut short lifted none",
         fake.nets().len()
     );
+}
+
+/// LAPI down (connection refused) saw no request: no answer was lost, and its answer is not
+/// what fails, so the owed full pull is not held back: it is the very next pull, and LAPI is
+/// resynced as soon as it is back.
+#[tokio::test]
+async fn while_lapi_is_unreachable_the_full_pull_is_not_held_back() {
+    if !privileged("while_lapi_is_unreachable_the_full_pull_is_not_held_back") {
+        return;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("http://{}/", closed.local_addr().expect("its address"));
+    drop(closed);
+    let mut daemon = Daemon::at(&url, TIMEOUT, &[]);
+    daemon.enforcer.set_full_retry_base(Duration::from_mins(1));
+    for attempt in 0..3 {
+        let e = daemon.pull().await.expect_err("LAPI is down");
+        assert!(
+            matches!(e, LapiError::Unreachable { .. }),
+            "attempt {attempt}: {}",
+            error_chain(&e)
+        );
+        assert_eq!(
+            daemon.enforcer.resync_owed(),
+            Some(Duration::ZERO),
+            "attempt {attempt}: the full pull is due at once"
+        );
+    }
 }
