@@ -140,13 +140,14 @@ pub enum AttachError {
         source: ProgramError,
     },
     #[error(
-        "interface {interface} already has XDP program {program_id}{} ({mode}), not attached by this blocker: blocker needs the hook to itself; see `ip link show {interface}`, and remove it with `ip link set dev {interface} xdp off` (a blocker with another bpffs_dir: `blocker detach` with its configuration)",
+        "interface {interface} already has XDP program {program_id}{} ({mode}), not attached by this blocker: blocker needs the hook to itself; `bpftool prog show id {program_id}` shows it; remove it with `ip link set dev {interface} xdp off`, or, if a BPF link holds it (`bpftool link`), by stopping its owner or removing its pin (a blocker with another bpffs_dir: `blocker detach` with its configuration)",
         name.as_ref().map(|name| format!(" {name:?}")).unwrap_or_default()
     )]
     Occupied {
         interface: String,
         program_id: u32,
-        /// The program's own name, if it can still be read.
+        /// The program's own name, if it can be read: listing programs takes `CAP_SYS_ADMIN`,
+        /// which the systemd unit does not give.
         name: Option<String>,
         mode: &'static str,
     },
@@ -437,9 +438,13 @@ pub fn attach_pinned(
     Ok(Attached::New(mode))
 }
 
-/// [`AttachError::Occupied`] if some program holds `interface`'s XDP hook.
+/// [`AttachError::Occupied`] if some program holds `interface`'s XDP hook in a mode that
+/// excludes ours (an offloaded one alone does not).
 fn occupied(interface: &str) -> Option<AttachError> {
-    let hook = xdp_hook::xdp_hook(ifindex(interface)?).ok()??;
+    let hook = xdp_hook::xdp_hook(ifindex(interface)?)
+        .ok()
+        .flatten()
+        .filter(|hook| hook.mode != "offloaded")?;
     let name = aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .find(|program| program.id() == hook.program_id)

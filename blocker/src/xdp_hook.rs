@@ -91,8 +91,8 @@ pub fn xdp_hook(ifindex: u32) -> io::Result<Option<XdpHook>> {
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    // A link's message carries every statistic and, on a NIC with virtual functions, a list
-    // of them: room for that.
+    // A link's message carries its statistics and every other attribute: a few kB, and room
+    // to spare.
     let mut reply = vec![0u8; 64 << 10];
     // SAFETY: `reply` is writable for its length.
     let received = unsafe {

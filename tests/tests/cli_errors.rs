@@ -10,13 +10,23 @@ const BLOCKER: &str = env!("CARGO_BIN_EXE_blocker");
 
 /// Runs `blocker -c <config> <args>` on a config made of `yaml`; returns (success, stderr).
 fn blocker(yaml: &str, args: &[&str]) -> (bool, String) {
+    blocker_under(&[], yaml, args)
+}
+
+/// [`blocker`], run by `wrapper` (`setpriv ...`) if not empty.
+fn blocker_under(wrapper: &[&str], yaml: &str, args: &[&str]) -> (bool, String) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("blocker-cli-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("blocker.yaml");
     std::fs::write(&config, yaml).expect("config");
-    let out = Command::new(BLOCKER)
+    let (program, program_args) = match wrapper {
+        [program, rest @ ..] => (*program, [rest, &[BLOCKER]].concat()),
+        [] => (BLOCKER, Vec::new()),
+    };
+    let out = Command::new(program)
+        .args(program_args)
         .arg("-c")
         .arg(&config)
         .args(args)
@@ -253,5 +263,31 @@ fn another_program_on_the_xdp_hook_is_named() {
         );
         println!("{interface}: {}", stderr.trim());
     }
+    // With the unit's capabilities only, the program's name cannot be read (listing programs
+    // takes CAP_SYS_ADMIN): its id, and how to look it up, are still there.
+    let pins = blocker_tests::PinDir::new("cli-hook-caps");
+    let yaml = format!(
+        "api_url: http://127.0.0.1:8080/\napi_key: k\ninterfaces: [eth0]\nbpffs_dir: {}\nprometheus:\n  enabled: false\n",
+        pins.path().display()
+    );
+    let setpriv = [
+        "setpriv",
+        "--bounding-set=-all,+bpf,+net_admin,+perfmon",
+        "--inh-caps=-all",
+        "--",
+    ];
+    let (ok, stderr) = ns.run(|| blocker_under(&setpriv, &yaml, &["run"]));
+    assert!(!ok, "unit capabilities: blocker ran beside another program");
+    let id = stderr
+        .split("already has XDP program ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("unit capabilities: {stderr}"));
+    assert!(
+        stderr.contains(&format!("XDP program {id} (native)"))
+            && stderr.contains(&format!("`bpftool prog show id {id}` shows it")),
+        "unit capabilities: {stderr}"
+    );
+    println!("eth0, unit capabilities: {}", stderr.trim());
     drop(link);
 }
