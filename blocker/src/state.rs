@@ -3,8 +3,14 @@
 
 use std::{
     path::Path,
+    sync::atomic::{AtomicBool, Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
+
+/// The last write of the state file failed: the next failure is not logged again, since the
+/// daemon saves after every pull (a `state_file` the service may not write would otherwise
+/// fill the journal).
+static FAILING: AtomicBool = AtomicBool::new(false);
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +41,8 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
 }
 
 impl DaemonState {
-    /// Writes the state to `path`; failures are logged, never fatal (status is a convenience).
+    /// Writes the state to `path`; failures are logged (the first of a run of them), never
+    /// fatal (status is a convenience).
     pub fn save(&self, path: &Path) {
         let write = || -> std::io::Result<()> {
             if let Some(dir) = path.parent() {
@@ -48,13 +55,79 @@ impl DaemonState {
             )?;
             std::fs::rename(&tmp, path)
         };
-        if let Err(e) = write() {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the state file");
+        match write() {
+            Ok(()) => {
+                if FAILING.swap(false, Ordering::Relaxed) {
+                    tracing::info!(path = %path.display(), "the state file is written again");
+                }
+            }
+            Err(e) => {
+                if !FAILING.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "cannot write the state file (`blocker status` shows an old state); said once until it works again"
+                    );
+                }
+            }
         }
     }
 
     /// Reads the state a daemon left at `path`.
     pub fn load(path: &Path) -> std::io::Result<DaemonState> {
         serde_json::from_slice(&std::fs::read(path)?).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What the daemon logs, as text.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_written_is_warned_about_once_until_it_can() {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let dir = std::env::temp_dir().join(format!("blocker-state-test-{}", std::process::id()));
+        tracing::subscriber::with_default(subscriber, || {
+            let state = DaemonState::default();
+            // A folder can't be made under /proc.
+            for _ in 0..3 {
+                state.save(Path::new("/proc/blocker-state-test/state.json"));
+            }
+            state.save(&dir.join("state.json"));
+            state.save(&dir.join("state.json"));
+        });
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.matches("cannot write the state file").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("the state file is written again").count(),
+            1,
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
