@@ -264,8 +264,15 @@ impl Scene<'_> {
         println!(
             "  The XDP program stays on eth0, pinned: bans keep being enforced while blocker is"
         );
-        println!("  stopped or restarting. `blocker status` reads the pinned maps all the same:");
-        blocker_cli(self.bin, self.config, &["status"])?;
+        println!(
+            "  stopped or restarting. `blocker status` reads the pinned maps all the same (run"
+        );
+        println!(
+            "  on the mail host, where eth0 is, it also reads eth0's XDP mode from the kernel):"
+        );
+        self.mail
+            .ns
+            .run(|| blocker_cli(self.bin, self.config, &["status"]))?;
         println!("  To stop enforcing altogether:");
         blocker_cli(self.bin, self.config, &["detach"])?;
         if xdp_attached(&self.mail.ns.name)? {
