@@ -36,3 +36,42 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     line
 }
+
+/// Log capture for unit tests that check what the daemon says.
+#[cfg(test)]
+pub(crate) mod captured_log {
+    use std::sync::{Arc, Mutex};
+
+    /// What the log subscriber writes (INFO and above, no colours), while the guard
+    /// [`CapturedLog::start`] returns lives on this thread.
+    #[derive(Clone, Default)]
+    pub struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CapturedLog {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl CapturedLog {
+        pub fn start() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+            let log = CapturedLog::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            (log, tracing::subscriber::set_default(subscriber))
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+}

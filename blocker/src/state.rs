@@ -81,43 +81,22 @@ impl DaemonState {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    /// What the daemon logs, as text.
-    #[derive(Clone, Default)]
-    struct Log(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Log {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::captured_log::CapturedLog;
 
     #[test]
     fn a_state_file_that_cannot_be_written_is_warned_about_once_until_it_can() {
-        let log = Log::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
         let dir = std::env::temp_dir().join(format!("blocker-state-test-{}", std::process::id()));
-        tracing::subscriber::with_default(subscriber, || {
-            let state = DaemonState::default();
-            // A folder can't be made under /proc.
-            for _ in 0..3 {
-                state.save(Path::new("/proc/blocker-state-test/state.json"));
-            }
-            state.save(&dir.join("state.json"));
-            state.save(&dir.join("state.json"));
-        });
-        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let (log, guard) = CapturedLog::start();
+        let state = DaemonState::default();
+        // A folder can't be made under /proc.
+        for _ in 0..3 {
+            state.save(Path::new("/proc/blocker-state-test/state.json"));
+        }
+        state.save(&dir.join("state.json"));
+        state.save(&dir.join("state.json"));
+        drop(guard);
+        let text = log.text();
         assert_eq!(
             text.matches("cannot write the state file").count(),
             1,

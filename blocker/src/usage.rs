@@ -484,21 +484,6 @@ mod tests {
         assert_eq!(rc["metrics"][0]["items"].as_array().unwrap().len(), 2);
     }
 
-    /// A writer that keeps what the log subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Answers every request with gin's 404 (what LAPI before 1.6.3 says); counts them.
     async fn lapi_without_usage_metrics() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
     {
@@ -544,14 +529,7 @@ mod tests {
 
         use crate::lapi::{ApiKey, LapiAuth, LapiSettings};
 
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = crate::captured_log::CapturedLog::start();
 
         let (url, hits) = lapi_without_usage_metrics().await;
         let client = LapiClient::new(&LapiSettings::new(
@@ -566,7 +544,7 @@ mod tests {
         }
         assert!(!reporter.is_supported());
         assert_eq!(hits.load(Ordering::SeqCst), 1);
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let logs = captured.text();
         let said: Vec<&str> = logs
             .lines()
             .filter(|l| l.contains("LAPI does not support usage metrics"))
