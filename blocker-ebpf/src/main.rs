@@ -62,8 +62,10 @@ pub fn blocker(ctx: XdpContext) -> u32 {
     let judgement = match classified.parsed {
         Parsed::Ignored => Judgement::Ignored,
         Parsed::Malformed => Judgement::Malformed,
-        Parsed::Syn(source) => verdict::judge(source, false),
-        Parsed::Undecidable(source) => verdict::judge(source, true),
+        // One call site: `judge` is inlined, and two would copy it.
+        Parsed::Syn(source) | Parsed::Undecidable(source) => {
+            verdict::judge(source, matches!(classified.parsed, Parsed::Undecidable(_)))
+        }
     };
     finish(classified.family, &judgement, end - data)
 }

@@ -114,14 +114,17 @@ pub fn judge(source: Source, undecidable: bool) -> Judgement {
     let settings = SETTINGS.get(0).copied().unwrap_or_default();
     // SAFETY (both loads): the parser bounds-checked these bytes of the frame, which stays
     // put for the program's run.
-    match source {
-        Source::V4(addr) => V4.judge(unsafe { load(addr.cast()) }, &settings, undecidable),
+    // One call site per family: each is inlined, so a second would copy the family's whole
+    // lookup into the program again.
+    let v4 = match source {
+        Source::V4(addr) => unsafe { load(addr.cast()) },
         Source::V6(addr) => match unsafe { load::<[u32; 4]>(addr.cast()) } {
             // `::ffff:a.b.c.d` is an IPv4 client on a dual-stack socket: judge it as IPv4.
-            [0, 0, MAPPED_V4, v4] => V4.judge([v4], &settings, undecidable),
-            addr => V6.judge(addr, &settings, undecidable),
+            [0, 0, MAPPED_V4, v4] => v4,
+            addr => return V6.judge(addr, &settings, undecidable),
         },
-    }
+    };
+    V4.judge([v4], &settings, undecidable)
 }
 
 /// A slot's tag, and a value that is 0 if and only if the slot's address is `addr`.
