@@ -112,10 +112,10 @@ fn now() -> u64 {
 #[inline(always)]
 pub fn judge(source: Source, undecidable: bool) -> Judgement {
     let settings = SETTINGS.get(0).copied().unwrap_or_default();
-    // SAFETY (both loads): the parser bounds-checked these bytes of the frame, which stays
-    // put for the program's run.
     // One call site per family: each is inlined, so a second would copy the family's whole
     // lookup into the program again.
+    // SAFETY (both loads): the parser bounds-checked these bytes of the frame, which stays
+    // put for the program's run.
     let v4 = match source {
         Source::V4(addr) => unsafe { load(addr.cast()) },
         Source::V6(addr) => match unsafe { load::<[u32; 4]>(addr.cast()) } {
