@@ -17,8 +17,7 @@ use blocker_common::{
 
 use crate::{
     ALLOW_V4, ALLOW_V6, BANNED_V4_ADDRS, BANNED_V4_RANGES, BANNED_V6_ADDRS, BANNED_V6_RANGES,
-    COARSE_CLOCK, RECENT_DROPS, SETTINGS,
-    parse::{Source, load},
+    COARSE_CLOCK, RECENT_DROPS, SETTINGS, parse::Source,
 };
 
 pub enum Judgement {
@@ -114,11 +113,9 @@ pub fn judge(source: Source, undecidable: bool) -> Judgement {
     let settings = SETTINGS.get(0).copied().unwrap_or_default();
     // One call site per family: each is inlined, so a second would copy the family's whole
     // lookup into the program again.
-    // SAFETY (both loads): the parser bounds-checked these bytes of the frame, which stays
-    // put for the program's run.
     let v4 = match source {
-        Source::V4(addr) => unsafe { load(addr.cast()) },
-        Source::V6(addr) => match unsafe { load::<[u32; 4]>(addr.cast()) } {
+        Source::V4(addr) => addr,
+        Source::V6(addr) => match addr {
             // `::ffff:a.b.c.d` is an IPv4 client on a dual-stack socket: judge it as IPv4.
             [0, 0, MAPPED_V4, v4] => v4,
             addr => return V6.judge(addr, &settings, undecidable),

@@ -66,6 +66,22 @@ impl Program {
         self.maps.set_observe(world.observe).expect("settings");
     }
 
+    /// Instructions the verifier walked to accept the program (kernel 5.16 and later).
+    #[must_use]
+    pub fn verified_instructions(&self) -> u32 {
+        let program: &aya::programs::Xdp = self
+            .ebpf
+            .program(blocker::loader::PROGRAM)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        program
+            .info()
+            .expect("the program's info")
+            .verified_instruction_count()
+            .expect("verified_insns (kernel 5.16 or later)")
+    }
+
     /// Runs the program once on `frame`; returns the XDP action.
     #[must_use]
     pub fn run(&self, frame: &[u8]) -> u32 {
