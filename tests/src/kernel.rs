@@ -69,13 +69,7 @@ impl Program {
     /// Instructions the verifier walked to accept the program (kernel 5.16 and later).
     #[must_use]
     pub fn verified_instructions(&self) -> u32 {
-        let program: &aya::programs::Xdp = self
-            .ebpf
-            .program(blocker::loader::PROGRAM)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        program
+        self.xdp()
             .info()
             .expect("the program's info")
             .verified_instruction_count()
@@ -92,19 +86,21 @@ impl Program {
     /// action (the same every time: the maps do not change meanwhile).
     #[must_use]
     pub fn run_repeat(&self, frame: &[u8], count: u32) -> u32 {
-        let program: &aya::programs::Xdp = self
-            .ebpf
-            .program(blocker::loader::PROGRAM)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = count;
-        program
+        self.xdp()
             .test_run(opts)
             .expect("BPF_PROG_TEST_RUN")
             .return_value
+    }
+
+    fn xdp(&self) -> &aya::programs::Xdp {
+        self.ebpf
+            .program(blocker::loader::PROGRAM)
+            .expect("program")
+            .try_into()
+            .expect("xdp")
     }
 
     /// The program's `RECENT_DROPS`, as the daemon reads it for `deny_log` (taken out of the

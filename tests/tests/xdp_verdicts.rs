@@ -645,10 +645,6 @@ fn table_of_crafted_packets() {
     );
 }
 
-/// Bans end in the kernel when they say, with no daemon to lift them: a range (kept to the
-/// nanosecond) and single addresses (kept in units of 1.07 s, rounded up), each seen in
-/// force before its end and gone after it. The program reads its clock once a jiffy per CPU,
-/// so this is also the check that the reading it keeps moves on.
 /// The kernel refuses a program whose verification walks more than a million instructions
 /// (`BPF_COMPLEXITY_LIMIT_INSNS`), and how far it walks depends on how well the kernel prunes
 /// the paths it has seen, which older kernels do less well: a program near the limit here may
@@ -671,6 +667,10 @@ fn the_verifier_walks_well_under_its_limit() {
     );
 }
 
+/// Bans end in the kernel when they say, with no daemon to lift them: a range (kept to the
+/// nanosecond) and single addresses (kept in units of 1.07 s, rounded up), each seen in
+/// force before its end and gone after it. The program reads its clock once a jiffy per CPU,
+/// so this is also the check that the reading it keeps moves on.
 #[test]
 fn bans_end_in_the_kernel_on_time_with_no_daemon() {
     if !privileged("bans_end_in_the_kernel_on_time_with_no_daemon") {
