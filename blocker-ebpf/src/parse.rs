@@ -32,7 +32,8 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 /// Where the source address lies in the frame. It is read only once the packet turns out to
-/// be a SYN worth judging, so the bulk of the traffic, which is not, never pays for copying it.
+/// be a SYN worth judging (or an undecidable one), so the bulk of the traffic, which is not,
+/// never pays for copying it.
 /// A raw pointer, not a reference, on purpose: LLVM may load through a reference wherever it
 /// likes, and did, copying all 16 bytes of an IPv6 source to the stack before even looking at
 /// the TCP flags.
@@ -45,7 +46,8 @@ enum SourceAt {
 impl SourceAt {
     /// The address, read out of the frame. The lookups get no pointer into the frame, on
     /// purpose: the verifier checks what follows parsing once per distinct state it arrives
-    /// in, and a pointer whose offset differs along every IPv6 extension chain made those all
+    /// in, and what it has proven about a pointer into the frame (how much of the frame is
+    /// checked past it) differs along every IPv6 extension chain, which made those all
     /// distinct. Judged through a pointer, the program took 936,107 instructions to verify,
     /// of the million the kernel allows; judged from a copy, 531,041 (kernel 6.18).
     #[inline(always)]

@@ -66,14 +66,14 @@ impl Program {
         self.maps.set_observe(world.observe).expect("settings");
     }
 
-    /// Instructions the verifier walked to accept the program (kernel 5.16 and later).
+    /// Instructions the verifier walked to accept the program (`None` before kernel 5.16,
+    /// which does not report them).
     #[must_use]
-    pub fn verified_instructions(&self) -> u32 {
+    pub fn verified_instructions(&self) -> Option<u32> {
         self.xdp()
             .info()
             .expect("the program's info")
             .verified_instruction_count()
-            .expect("verified_insns (kernel 5.16 or later)")
     }
 
     /// Runs the program once on `frame`; returns the XDP action.

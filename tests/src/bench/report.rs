@@ -275,18 +275,18 @@ fn flood_targets(fl: &flood::Results, out: &mut Vec<Target>) {
                 )
             })
         };
-        out.push(Target::judge(
-            format!("flood, {at} entries: blocker vs empty XDP_DROP"),
-            Limit::AtLeast(50.0),
-            " %",
-            versus(ceiling, 100.0, " %"),
-        ));
-        out.push(Target::judge(
-            format!("flood, {at} entries: blocker vs nftables"),
-            Limit::AtLeast(10.0),
-            "x",
-            versus(dropped(flood::NFTABLES, Some(size)), 1.0, "x"),
-        ));
+        let nftables = dropped(flood::NFTABLES, Some(size));
+        for (what, limit, unit, other, scale) in [
+            (flood::CEILING, 50.0, " %", ceiling, 100.0),
+            (flood::NFTABLES, 10.0, "x", nftables, 1.0),
+        ] {
+            out.push(Target::judge(
+                format!("flood, {at} entries: blocker vs {what}"),
+                Limit::AtLeast(limit),
+                unit,
+                versus(other, scale, unit),
+            ));
+        }
     }
 }
 
