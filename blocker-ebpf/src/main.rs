@@ -59,15 +59,24 @@ static RECENT_DROPS: PerCpuArray<RecentDrops> = PerCpuArray::with_max_entries(1,
 pub fn blocker(ctx: XdpContext) -> u32 {
     let (data, end) = (ctx.data(), ctx.data_end());
     let classified = classify(data, end, is_protected);
-    let judgement = match classified.parsed {
-        Parsed::Ignored => Judgement::Ignored,
-        Parsed::Malformed => Judgement::Malformed,
+    match classified.parsed {
+        Parsed::Ignored => finish(classified.family, &Judgement::Ignored, 0),
+        Parsed::Malformed => finish(classified.family, &Judgement::Malformed, 0),
         // One call site: `judge` is inlined, and two would copy it.
         Parsed::Syn(source) | Parsed::Undecidable(source) => {
-            verdict::judge(source, matches!(classified.parsed, Parsed::Undecidable(_)))
+            // The frame's length, for the byte counters, taken before the lookups through
+            // the stack, where LLVM cannot move its computation: worked out after them, it
+            // kept the frame's pointers live through them, and the verifier, which tells
+            // states apart by what it has proven about each pointer into the frame, went
+            // through the lookups again for every path through the headers.
+            let frame_len = end - data;
+            // SAFETY: a read of a local.
+            let frame_len = unsafe { core::ptr::read_volatile(&raw const frame_len) };
+            let undecidable = matches!(classified.parsed, Parsed::Undecidable(_));
+            let judgement = verdict::judge(source, undecidable);
+            finish(classified.family, &judgement, frame_len)
         }
-    };
-    finish(classified.family, &judgement, end - data)
+    }
 }
 
 #[inline(always)]
