@@ -59,6 +59,8 @@ static RECENT_DROPS: PerCpuArray<RecentDrops> = PerCpuArray::with_max_entries(1,
 pub fn blocker(ctx: XdpContext) -> u32 {
     let (data, end) = (ctx.data(), ctx.data_end());
     let classified = classify(data, end, is_protected);
+    // Each kind of packet ends in a call of its own to `finish`: with a frame length merged
+    // from all of them, every path cost 0.4-0.8 ns more in the bench's part 1.
     match classified.parsed {
         Parsed::Ignored => finish(classified.family, &Judgement::Ignored, 0),
         Parsed::Malformed => finish(classified.family, &Judgement::Malformed, 0),
@@ -86,7 +88,7 @@ fn is_protected(port: u16) -> bool {
         .is_some_and(|word| word >> (port & 63) & 1 != 0)
 }
 
-/// The one exit: count the packet in its family's per-CPU slot, then return the action.
+/// Where every packet ends: count it in its family's per-CPU slot, then return the action.
 /// Per-CPU slots are only touched by this CPU with preemption off, so plain adds suffice.
 #[inline(always)]
 fn finish(family: u32, judgement: &Judgement, frame_len: usize) -> u32 {
