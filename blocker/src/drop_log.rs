@@ -16,7 +16,7 @@ use aya::{
 };
 use blocker_common::{DROP_SAMPLES, DropSample, RecentDrops, family, map, origin};
 
-use crate::maps::MapsError;
+use crate::maps::{MapsError, bytes};
 
 /// Sources named on one line; the rest are counted.
 const NAMED: usize = 10;
@@ -78,12 +78,10 @@ impl DropLog {
 
 /// The address a sample holds.
 fn source(sample: &DropSample) -> IpAddr {
-    let bytes: Vec<u8> = sample.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
     if sample.family == family::IPV4 {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+        IpAddr::V4(Ipv4Addr::from(bytes([sample.addr[0]])))
     } else {
-        let bytes: [u8; 16] = bytes.try_into().expect("four words");
-        IpAddr::V6(Ipv6Addr::from(bytes))
+        IpAddr::V6(Ipv6Addr::from(bytes(sample.addr)))
     }
 }
 

@@ -762,7 +762,7 @@ fn wait_for_running_programs() {
 }
 
 /// A table slot's words back as address bytes.
-fn bytes<const W: usize, const N: usize>(words: [u32; W]) -> [u8; N] {
+pub(crate) fn bytes<const W: usize, const N: usize>(words: [u32; W]) -> [u8; N] {
     let mut out = [0; N];
     for (chunk, word) in out.chunks_exact_mut(4).zip(words) {
         chunk.copy_from_slice(&word.to_ne_bytes());
