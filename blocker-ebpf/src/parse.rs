@@ -33,10 +33,9 @@ pub const TCP_ACK: u8 = 0x10;
 
 /// Where the source address lies in the frame. It is read only once the packet turns out to
 /// be a SYN worth judging (or an undecidable one), so the bulk of the traffic, which is not,
-/// never pays for copying it.
-/// A raw pointer, not a reference, on purpose: LLVM may load through a reference wherever it
-/// likes, and did, copying all 16 bytes of an IPv6 source to the stack before even looking at
-/// the TCP flags.
+/// never pays for copying it. A raw pointer, not a reference, on purpose: LLVM may load
+/// through a reference wherever it likes, and did, copying all 16 bytes of an IPv6 source to
+/// the stack before even looking at the TCP flags.
 #[derive(Clone, Copy)]
 enum SourceAt {
     V4(*const [u8; 4]),

@@ -7,12 +7,12 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use serde::{Deserialize, Serialize};
+
 /// The last write of the state file failed: the next failure is not logged again, since the
 /// daemon saves after every pull (a `state_file` the service may not write would otherwise
 /// fill the journal).
 static FAILING: AtomicBool = AtomicBool::new(false);
-
-use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonState {
