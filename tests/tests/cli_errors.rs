@@ -242,12 +242,15 @@ fn another_program_on_the_xdp_hook_is_named() {
         attach_xdp(std::os::fd::AsFd::as_fd(&other), eth1).expect("attach through a link")
     });
 
-    for interface in ["eth0", "eth1"] {
-        let pins = blocker_tests::PinDir::new(&format!("cli-hook-{interface}"));
-        let yaml = format!(
+    let config = |interface: &str, pins: &blocker_tests::PinDir| {
+        format!(
             "api_url: http://127.0.0.1:8080/\napi_key: k\ninterfaces: [{interface}]\nbpffs_dir: {}\nprometheus:\n  enabled: false\n",
             pins.path().display()
-        );
+        )
+    };
+    for interface in ["eth0", "eth1"] {
+        let pins = blocker_tests::PinDir::new(&format!("cli-hook-{interface}"));
+        let yaml = config(interface, &pins);
         let (ok, stderr) = ns.run(|| blocker(&yaml, &["run"]));
         assert!(!ok, "{interface}: blocker ran beside another program");
         let want = format!("interface {interface} already has XDP program ");
@@ -266,10 +269,7 @@ fn another_program_on_the_xdp_hook_is_named() {
     // With the unit's capabilities only, the program's name cannot be read (listing programs
     // takes CAP_SYS_ADMIN): its id, and how to look it up, are still there.
     let pins = blocker_tests::PinDir::new("cli-hook-caps");
-    let yaml = format!(
-        "api_url: http://127.0.0.1:8080/\napi_key: k\ninterfaces: [eth0]\nbpffs_dir: {}\nprometheus:\n  enabled: false\n",
-        pins.path().display()
-    );
+    let yaml = config("eth0", &pins);
     let setpriv = [
         "setpriv",
         "--bounding-set=-all,+bpf,+net_admin,+perfmon",
