@@ -110,7 +110,11 @@ fn now() -> u64 {
 
 #[inline(always)]
 pub fn judge(source: Source, undecidable: bool) -> Judgement {
-    let settings = SETTINGS.get(0).copied().unwrap_or_default();
+    // Read in place, field by field as each is needed: a copy would move all 56 bytes.
+    // Slot 0 of an array always exists; were it missing, nothing would be banned.
+    let Some(settings) = SETTINGS.get(0) else {
+        return Judgement::Clean { undecidable };
+    };
     // One call site per family: each is inlined, so a second would copy the family's whole
     // lookup into the program again.
     let v4 = match source {
@@ -118,10 +122,10 @@ pub fn judge(source: Source, undecidable: bool) -> Judgement {
         Source::V6(addr) => match addr {
             // `::ffff:a.b.c.d` is an IPv4 client on a dual-stack socket: judge it as IPv4.
             [0, 0, MAPPED_V4, v4] => v4,
-            addr => return V6.judge(addr, &settings, undecidable),
+            addr => return V6.judge(addr, settings, undecidable),
         },
     };
-    V4.judge([v4], &settings, undecidable)
+    V4.judge([v4], settings, undecidable)
 }
 
 /// A slot's tag, and a value that is 0 if and only if the slot's address is `addr`.
@@ -256,7 +260,7 @@ impl<const N: usize, const W: usize, const K: usize, const P: usize> Family<N, W
         } else {
             settings.v6_buckets
         };
-        let mut index = table::home(addr, settings.hash_seed, buckets);
+        let mut index = table::home(addr, &settings.hash_keys, buckets);
         for _ in 0..table::PROBE_BUCKETS {
             let bucket = self.addrs.get(index)?;
             // Every slot is read and compared with no branch on what it holds. Which slot

@@ -232,8 +232,8 @@ pub fn load_pinned(dir: &Path, capacity: Capacity) -> Result<Loaded, LoadError> 
     let wanted = (capacity.v4_buckets(), capacity.v6_buckets());
     let pinned = pinned_buckets(dir);
     // A daemon killed while renaming may have left new tables pinned with the old settings
-    // (whose seed placed none of their entries): only a resize, which reads every slot
-    // whatever the seed, puts that right.
+    // (whose hash keys placed none of their entries): only a resize, which reads every slot
+    // whatever the keys, puts that right.
     let cut_short = SIZED_MAPS.iter().any(|name| beside(dir, name).exists());
     let resize = pinned.is_some_and(|pinned| pinned != wanted || cut_short);
     let mut loader = EbpfLoader::new();

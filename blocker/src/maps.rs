@@ -42,9 +42,9 @@ pub enum MapsError {
     )]
     NotATable { name: &'static str },
     #[error(
-        "the address tables hold entries but the settings map has no hash seed (was its pin removed?); `blocker detach` and restart"
+        "the address tables hold entries but the settings map has no hash keys (was its pin removed?); `blocker detach` and restart"
     )]
-    SeedLost,
+    KeysLost,
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("map {name}: {action} failed")]
@@ -58,6 +58,19 @@ pub enum MapsError {
 
 /// Buckets of each address table swept per `sweep_tables` call.
 const SWEEP_BUCKETS: u32 = 16_384;
+
+/// The settings' hash keys before the daemon draws them.
+const NO_KEYS: table::HashKeys = [0; table::HASH_KEYS];
+
+/// Random hash keys for fresh tables: any but [`NO_KEYS`], which would read as never drawn.
+fn draw_keys() -> table::HashKeys {
+    loop {
+        let keys = rand::random();
+        if keys != NO_KEYS {
+            return keys;
+        }
+    }
+}
 
 pub(crate) fn op(name: &'static str, action: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map {
@@ -146,7 +159,7 @@ pub(crate) fn take<T: TryFrom<Map, Error = MapError>>(
 
 impl KernelMaps {
     /// Takes the maps out of a freshly loaded object (whose maps may be pins a previous daemon
-    /// left), and gives fresh address tables their hash seed.
+    /// left), and gives fresh address tables their hash keys.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
         let table_map = |ebpf: &mut Ebpf, name: &'static str| match ebpf.take_map(name) {
             Some(Map::Array(data)) => Ok(data),
@@ -167,14 +180,14 @@ impl KernelMaps {
             take(ebpf, map::STATS)?,
         )?;
         let mut settings = maps.settings()?;
-        if settings.hash_seed == 0 {
+        if settings.hash_keys == NO_KEYS {
             if !(maps.v4_addrs.never_used() && maps.v6_addrs.never_used()) {
-                // The seed the entries were placed with is lost: none could be found again.
-                return Err(MapsError::SeedLost);
+                // The keys the entries were placed with are lost: none could be found again.
+                return Err(MapsError::KeysLost);
             }
-            settings.hash_seed = rand::random::<u32>() | 1;
-            maps.v4_addrs.reseed(settings.hash_seed);
-            maps.v6_addrs.reseed(settings.hash_seed);
+            settings.hash_keys = draw_keys();
+            maps.v4_addrs.rekey(settings.hash_keys);
+            maps.v6_addrs.rekey(settings.hash_keys);
         }
         settings.v4_buckets = maps.v4_addrs.buckets();
         settings.v6_buckets = maps.v6_addrs.buckets();
@@ -227,9 +240,9 @@ impl KernelMaps {
     ) -> Result<Self, MapsError> {
         let pinned = settings.get(&0, 0).map_err(op(map::SETTINGS, "get"))?;
         let mut maps = Self {
-            v4_addrs: Table::open(map::BANNED_V4_ADDRS, v4_addrs, pinned.hash_seed)?,
+            v4_addrs: Table::open(map::BANNED_V4_ADDRS, v4_addrs, pinned.hash_keys)?,
             v4_ranges,
-            v6_addrs: Table::open(map::BANNED_V6_ADDRS, v6_addrs, pinned.hash_seed)?,
+            v6_addrs: Table::open(map::BANNED_V6_ADDRS, v6_addrs, pinned.hash_keys)?,
             v6_ranges,
             overflow: HashSet::new(),
             allow_v4,

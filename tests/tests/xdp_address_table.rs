@@ -214,7 +214,7 @@ fn a_resize_moves_every_ban_even_after_one_cut_short() {
     assert!(overflowed > all.len() / 2, "most overflow: {overflowed}");
 
     // Killed after renaming the new tables over the old pins, before the settings: the new
-    // tables' seed is lost with it.
+    // tables' hash keys are lost with it.
     let roomy = Capacity { addresses: 1000 };
     let cut_short = load_resized(dir, roomy);
     for name in [
