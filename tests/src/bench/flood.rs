@@ -32,7 +32,7 @@
 
 use std::{
     fmt::Write as _,
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, BorrowedFd},
     time::{Duration, Instant},
 };
 
@@ -108,6 +108,9 @@ pub struct Row {
     pub receiver_cpu: Stat,
     /// Receiver CPU per processed frame, nanoseconds.
     pub ns_per_packet: Stat,
+    /// The XDP program's own run time per frame, nanoseconds, from one more round with the
+    /// kernel's run-time statistics on (`None` for nftables).
+    pub program_ns: Option<f64>,
     pub rounds: Vec<Round>,
 }
 
@@ -120,6 +123,10 @@ pub struct Results {
 pub const CEILING: &str = "empty XDP_DROP";
 /// Not a target's reference: shows what reading the packet costs here (see the report).
 pub const READING: &str = "XDP_DROP reading the source";
+/// Not a target's reference either: [`READING`] with [`PADDING`] more instructions that do
+/// nothing it waits for (see the report).
+pub const READING_PADDED: &str = "XDP_DROP reading the source, then 200 additions";
+const PADDING: usize = 200;
 pub const BLOCKER: &str = "blocker";
 /// blocker, the flood's sources narrowed to 198.18.0.0/20 ([`FEW_SOURCE_BITS`]).
 pub const BLOCKER_FEW_SOURCES: &str = "blocker, 4,096 sources";
@@ -342,6 +349,75 @@ fn flood(
     }
 }
 
+/// A filter under test, as its row names it.
+#[derive(Clone, Copy)]
+struct Filter {
+    name: &'static str,
+    /// Entries per family (`None` for the programs without maps).
+    size: Option<usize>,
+    entries: Option<usize>,
+    /// Seconds to load the set into the filter.
+    load_seconds: Option<f64>,
+}
+
+impl Filter {
+    /// A program without maps, a reference for the others.
+    fn reference(name: &'static str) -> Filter {
+        Filter {
+            name,
+            size: None,
+            entries: None,
+            load_seconds: None,
+        }
+    }
+}
+
+/// How a filter's drops are counted.
+enum Counted<'a> {
+    /// By the receiver's XDP counters; the program also gives its run time.
+    Xdp(BorrowedFd<'a>),
+    /// By this function (nftables' counter).
+    Nft(&'a dyn Fn() -> u64),
+}
+
+impl Row {
+    /// The row in one line, for the log.
+    fn summary(&self) -> String {
+        format!(
+            "flood: {:<28} {:>9} entries: {:>6.2} Mpps dropped of {:>6.2} Mpps sent, receiver CPU {:>3.0} %, {:>6.1} ns per packet, {} in the program",
+            self.filter,
+            self.size.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            self.dropped_pps.median() / 1e6,
+            self.sent_pps.median() / 1e6,
+            self.receiver_cpu.median() * 100.0,
+            self.ns_per_packet.median(),
+            self.program_ns
+                .map_or_else(|| "-".to_owned(), |ns| format!("{ns:.1} ns")),
+        )
+    }
+}
+
+/// The run time per frame of `program`, the filter under test, in one more flood with the
+/// kernel's run-time statistics on: apart from the rounds, since their clock reads slow every
+/// run.
+fn program_ns(
+    wire: &Wire,
+    generator: &RawXdp,
+    frame: &[u8],
+    seconds: f64,
+    dropped: &dyn Fn() -> u64,
+    program: BorrowedFd<'_>,
+) -> f64 {
+    let _stats = bpf::RunTimeStats::enable().expect("BPF_ENABLE_STATS");
+    let read = || bpf::run_time(program).expect("the program's run time");
+    let (ns0, runs0) = read();
+    flood(wire, generator, frame, seconds, dropped);
+    let (ns, runs) = read();
+    #[expect(clippy::cast_precision_loss, reason = "nanoseconds and run counts")]
+    let per_run = (ns - ns0) as f64 / (runs - runs0).max(1) as f64;
+    per_run
+}
+
 /// Runs part 2.
 pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
     let wire = Wire::new();
@@ -351,42 +427,37 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
         .expect("load the narrowed flood generator");
     let frame = Frame::syn(SPRAY_BASE_V4.into(), 25).bytes();
     let xdp_drops = || wire.ethtool_stat("rx_queue_0_xdp_drops");
-    let measure = |generator: &RawXdp,
-                   filter,
-                   size: Option<usize>,
-                   entries,
-                   load_seconds,
-                   dropped: &dyn Fn() -> u64,
-                   log: &mut dyn FnMut(&str)| {
-        let rounds: Vec<Round> = (0..config.rounds)
-            .map(|_| flood(&wire, generator, &frame, config.seconds, dropped))
-            .collect();
-        let row = row(filter, size, entries, load_seconds, rounds);
-        log(&format!(
-            "flood: {filter:<28} {:>9} entries: {:>6.2} Mpps dropped of {:>6.2} Mpps sent, receiver CPU {:>3.0} %, {:>6.1} ns per packet",
-            size.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-            row.dropped_pps.median() / 1e6,
-            row.sent_pps.median() / 1e6,
-            row.receiver_cpu.median() * 100.0,
-            row.ns_per_packet.median()
-        ));
-        row
-    };
+    let measure =
+        |generator: &RawXdp, filter: Filter, counted: Counted<'_>, log: &mut dyn FnMut(&str)| {
+            let (dropped, program): (&dyn Fn() -> u64, _) = match counted {
+                Counted::Xdp(program) => (&xdp_drops, Some(program)),
+                Counted::Nft(dropped) => (dropped, None),
+            };
+            let rounds: Vec<Round> = (0..config.rounds)
+                .map(|_| flood(&wire, generator, &frame, config.seconds, dropped))
+                .collect();
+            let program_ns = program.map(|program| {
+                program_ns(&wire, generator, &frame, config.seconds, dropped, program)
+            });
+            let row = row(filter, rounds, program_ns);
+            log(&row.summary());
+            row
+        };
     let mut rows = Vec::new();
     let index = super::ifindex(&wire.rx, &wire.rx_if);
     for (filter, name, program) in [
-        (CEILING, "empty_drop", &bpf::returning(XDP_DROP)[..]),
-        (READING, "reading_drop", &bpf::reading_drop()[..]),
+        (CEILING, "empty_drop", bpf::returning(XDP_DROP).to_vec()),
+        (READING, "reading_drop", bpf::reading_drop(0)),
+        (READING_PADDED, "padded_drop", bpf::reading_drop(PADDING)),
     ] {
-        let prog = RawXdp::load(name, program)
+        let prog = RawXdp::load(name, &program)
             .unwrap_or_else(|e| panic!("load the {filter} program: {e}"));
         let _link = wire
             .rx
             .run(|| bpf::attach_xdp(prog.as_fd(), index))
             .unwrap_or_else(|e| panic!("attach the {filter} program: {e}"));
-        rows.push(measure(
-            &generator, filter, None, None, None, &xdp_drops, log,
-        ));
+        let counted = Counted::Xdp(prog.as_fd());
+        rows.push(measure(&generator, Filter::reference(filter), counted, log));
     }
     for &size in &config.sizes {
         let set = if size == 1 {
@@ -405,38 +476,31 @@ pub fn run(config: &Config, log: &mut impl FnMut(&str)) -> Results {
             let load = started.elapsed().as_secs_f64();
             blocker.attach(&wire.rx, &wire.rx_if);
             let entries = Some(set.len());
-            rows.push(measure(
-                &generator,
-                BLOCKER,
-                Some(size),
-                entries,
-                Some(load),
-                &xdp_drops,
-                log,
-            ));
-            if Some(&size) == config.sizes.last() && set.v4.singles() > 0 {
-                rows.push(measure(
-                    &narrow,
-                    BLOCKER_FEW_SOURCES,
-                    Some(size),
+            // At the largest size, also the flood narrowed to few sources.
+            let few = Some(&size) == config.sizes.last() && set.v4.singles() > 0;
+            let floods = [
+                (&generator, BLOCKER, Some(load)),
+                (&narrow, BLOCKER_FEW_SOURCES, None),
+            ];
+            for (generator, name, load_seconds) in floods.into_iter().take(if few { 2 } else { 1 })
+            {
+                let filter = Filter {
+                    name,
+                    size: Some(size),
                     entries,
-                    None,
-                    &xdp_drops,
-                    log,
-                ));
+                    load_seconds,
+                };
+                rows.push(measure(generator, filter, Counted::Xdp(blocker.fd()), log));
             }
         }
-        let mut measure_nft = |filter, elements, load, dropped: &dyn Fn() -> u64| {
-            let size = Some(size);
-            measure(
-                &generator,
-                filter,
-                size,
-                Some(elements),
-                Some(load),
-                dropped,
-                log,
-            )
+        let mut measure_nft = |name, elements, load, dropped: &dyn Fn() -> u64| {
+            let filter = Filter {
+                name,
+                size: Some(size),
+                entries: Some(elements),
+                load_seconds: Some(load),
+            };
+            measure(&generator, filter, Counted::Nft(dropped), log)
         };
         rows.extend(nftables_rows(&wire, &set, &mut measure_nft));
     }
@@ -482,13 +546,7 @@ fn nftables_rows(wire: &Wire, set: &BanSet, measure: &mut MeasureNft<'_>) -> Vec
     rows
 }
 
-fn row(
-    filter: &'static str,
-    size: Option<usize>,
-    entries: Option<usize>,
-    load_seconds: Option<f64>,
-    rounds: Vec<Round>,
-) -> Row {
+fn row(filter: Filter, rounds: Vec<Round>, program_ns: Option<f64>) -> Row {
     let per_second = |count: fn(&Round) -> u64| {
         #[expect(clippy::cast_precision_loss, reason = "packet counts")]
         Stat(rounds.iter().map(|r| count(r) as f64 / r.seconds).collect())
@@ -508,14 +566,15 @@ fn row(
             .collect(),
     );
     Row {
-        filter,
-        size,
-        entries,
-        load_seconds,
+        filter: filter.name,
+        size: filter.size,
+        entries: filter.entries,
+        load_seconds: filter.load_seconds,
         dropped_pps: per_second(|r| r.dropped),
         sent_pps: per_second(|r| r.sent),
         receiver_cpu,
         ns_per_packet,
+        program_ns,
         rounds,
     }
 }
