@@ -146,38 +146,49 @@ fn pins_from_an_older_layout_are_named_and_left_alone() {
     if !blocker_tests::privileged("pins_from_an_older_layout_are_named_and_left_alone") {
         return;
     }
-    // An older blocker kept single addresses in a BPF hash under the same name.
-    let dir = format!(
-        "/sys/fs/bpf/blocker-cli-test-oldpins-{}",
-        std::process::id()
-    );
-    std::fs::create_dir_all(&dir).expect("pin dir on bpffs");
-    let pin = format!("{dir}/BANNED_V4_ADDRS");
-    let made = Command::new("bpftool")
-        .args([
-            "map", "create", &pin, "type", "hash", "key", "4", "value", "16",
-        ])
-        .args(["entries", "16", "name", "BANNED_V4_ADDRS"])
-        .status()
-        .expect("run bpftool");
-    assert!(made.success(), "bpftool made the old map");
-    let yaml = format!(
-        "api_url: http://127.0.0.1:9/\napi_key: k\ninterfaces: [lo]\nbpffs_dir: {dir}\nprometheus:\n  enabled: false\nusage_metrics:\n  enabled: false\n"
-    );
-    let (ok, stderr) = blocker(&yaml, &["run"]);
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .expect("pin dir")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
-    let _ = std::fs::remove_file(&pin);
-    let _ = std::fs::remove_dir(&dir);
-    assert!(!ok, "the daemon refused to start: {stderr}");
-    assert!(
-        stderr.contains(&format!("the pinned map {pin} has another layout"))
-            && stderr.contains("blocker detach"),
-        "{stderr}"
-    );
-    assert_eq!(left, ["BANNED_V4_ADDRS"], "nothing else was pinned");
+    // Older blockers kept single addresses in a BPF hash under the same name, and, before the
+    // tables' hash keys, settings of 16 bytes.
+    for (name, map) in [
+        (
+            "BANNED_V4_ADDRS",
+            ["hash", "key", "4", "value", "16", "entries", "16"],
+        ),
+        (
+            "SETTINGS",
+            ["array", "key", "4", "value", "16", "entries", "1"],
+        ),
+    ] {
+        let dir = format!(
+            "/sys/fs/bpf/blocker-cli-test-oldpins-{}-{name}",
+            std::process::id()
+        );
+        std::fs::create_dir_all(&dir).expect("pin dir on bpffs");
+        let pin = format!("{dir}/{name}");
+        let made = Command::new("bpftool")
+            .args(["map", "create", &pin, "type"])
+            .args(map)
+            .args(["name", name])
+            .status()
+            .expect("run bpftool");
+        assert!(made.success(), "bpftool made the old {name}");
+        let yaml = format!(
+            "api_url: http://127.0.0.1:9/\napi_key: k\ninterfaces: [lo]\nbpffs_dir: {dir}\nprometheus:\n  enabled: false\nusage_metrics:\n  enabled: false\n"
+        );
+        let (ok, stderr) = blocker(&yaml, &["run"]);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("pin dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        let _ = std::fs::remove_file(&pin);
+        let _ = std::fs::remove_dir(&dir);
+        assert!(!ok, "the daemon refused to start: {stderr}");
+        assert!(
+            stderr.contains(&format!("the pinned map {pin} has another layout"))
+                && stderr.contains("blocker detach"),
+            "{stderr}"
+        );
+        assert_eq!(left, [name], "nothing else was pinned");
+    }
 }
 
 #[test]
