@@ -320,8 +320,8 @@ pub mod table {
     /// for Integers and Strings"): the top 32 bits of `keys[0] + keys[1] addr[0] + ...`, mod
     /// 2^64. For random keys it is strongly universal: any two addresses collide with
     /// probability 2^-32, however they were chosen, as long as the keys are secret. Its
-    /// multiplies do not wait on each other: the murmur3 mix it replaced, chained word by
-    /// word, made a hot banned IPv6 SYN 8 ns slower (in the bench's part 1). The hash is then
+    /// multiplies do not wait on each other, so an IPv6 address hashes about as fast as an
+    /// IPv4 one, where a mix chained word by word takes four times as long. The hash is then
     /// scaled to `buckets` by a multiply (Lemire's reduction), so any table size works without
     /// a divide.
     #[inline(always)]

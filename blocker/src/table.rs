@@ -496,7 +496,7 @@ mod tests {
     /// for IPv4, 1 % for IPv6, see `loader::Capacity`; here at most 0.2 % and 2 %), whatever
     /// word they differ in.
     #[test]
-    fn structured_lists_fit_their_table_as_random_ones_do() {
+    fn structured_lists_fit_their_table() {
         use std::net::{Ipv4Addr, Ipv6Addr};
         const COUNT: u32 = 60_000;
         let capacity = crate::loader::Capacity { addresses: COUNT };

@@ -125,8 +125,9 @@ pub const CEILING: &str = "empty XDP_DROP";
 pub const READING: &str = "XDP_DROP reading the source";
 /// Not a target's reference either: [`READING`] with [`PADDING`] more instructions that do
 /// nothing it waits for (see the report).
-pub const READING_PADDED: &str = "XDP_DROP reading the source, then 200 additions";
-const PADDING: usize = 200;
+pub const READING_PADDED: &str = "XDP_DROP reading the source, padded";
+/// Additions in [`READING_PADDED`].
+pub const PADDING: usize = 200;
 pub const BLOCKER: &str = "blocker";
 /// blocker, the flood's sources narrowed to 198.18.0.0/20 ([`FEW_SOURCE_BITS`]).
 pub const BLOCKER_FEW_SOURCES: &str = "blocker, 4,096 sources";

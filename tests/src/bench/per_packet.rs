@@ -23,11 +23,11 @@
 //! table, from user space, each read waiting for the one before ([`line_read_ns`]). It is what
 //! a table line that is not in the core's own caches costs here and now, whatever reads it.
 //!
-//! Also reported, as a bound: each source in its own run (`repeat = 1`, timed by the kernel,
-//! the slowest 1 % left out), less as many one-run calls on the hot source. It also checks
-//! each source's verdict. It overstates: between two system calls the kernel's own entry and
-//! exit evict the entries (and TLB entries) a flood would keep, which shows at sizes whose
-//! maps fit in the caches.
+//! Also reported, as a bound: each source in its own run (`repeat = 1`, timed by the kernel),
+//! less the median of as many one-run calls on the hot source. It also checks each source's
+//! verdict. It overstates: between two system calls the kernel's own entry and exit evict the
+//! entries (and TLB entries) a flood would keep, which shows at sizes whose maps fit in the
+//! caches.
 
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 
@@ -171,24 +171,19 @@ fn per_repeat_ns(run: &bpf::RunResult, repeat: u32) -> f64 {
     run.wall.as_secs_f64() * 1e9 / f64::from(repeat)
 }
 
-/// The kernel's mean nanoseconds over one run per frame, less the slowest 1 % of runs (an
-/// interrupt or a preemption inside one run weighs more than thousands of runs: one in the hot
-/// runs once made the bound negative); panics on any verdict but `expect`.
-fn per_frame_ns<'a>(
+/// The kernel's nanoseconds for one run of each frame; panics on any verdict but `expect`.
+fn one_run_ns<'a>(
     prog: BorrowedFd<'_>,
-    frames: impl ExactSizeIterator<Item = &'a [u8]>,
+    frames: impl Iterator<Item = &'a [u8]>,
     expect: u32,
-) -> f64 {
-    let mut runs: Vec<u64> = frames
+) -> Vec<u64> {
+    frames
         .map(|frame| {
             let run = bpf::test_run(prog, frame, 1, None).expect("BPF_PROG_TEST_RUN");
             assert_eq!(run.retval, expect, "unexpected verdict for a spread source");
             u64::from(run.kernel_ns)
         })
-        .collect();
-    runs.sort_unstable();
-    runs.truncate(runs.len() - runs.len() / 100);
-    super::ratio(runs.iter().sum(), runs.len())
+        .collect()
 }
 
 /// Runs part 1.
@@ -468,12 +463,17 @@ impl Spread {
             &mut self.rng,
         ));
         let blocker_fd = blocker.fd();
-        let spread = per_frame_ns(blocker_fd, self.frames.iter().map(Vec::as_slice), XDP_DROP);
-        let hot = per_frame_ns(
+        let spread = one_run_ns(blocker_fd, self.frames.iter().map(Vec::as_slice), XDP_DROP);
+        let spread = super::ratio(spread.iter().sum(), spread.len());
+        // The median of the hot source's runs, which are all alike: an interrupt inside one of
+        // them, in their mean, once made the bound negative.
+        let hot = one_run_ns(
             blocker_fd,
             std::iter::repeat_n(hot_frame, self.frames.len()),
             XDP_DROP,
         );
+        #[expect(clippy::cast_precision_loss, reason = "nanoseconds")]
+        let hot = Stat(hot.into_iter().map(|ns| ns as f64).collect()).median();
         self.one_run.push(hot_loop, spread, hot);
     }
 
