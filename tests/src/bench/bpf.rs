@@ -3,7 +3,7 @@
 //! and the rotating harness), with the few maps they use, timing
 //! `BPF_PROG_TEST_RUN` on any program fd (one code path for the floors and for blocker, so
 //! both are measured alike), live-frames mode, `BPF_LINK_CREATE` for XDP, naming map fds, and
-//! the kernel's run-time statistics of a program.
+//! reading a program's run-time statistics from its fd.
 
 use std::{
     io,
@@ -20,8 +20,6 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_ENABLE_STATS: libc::c_long = 32;
-const BPF_STATS_RUN_TIME: u32 = 0;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -579,31 +577,14 @@ struct InfoAttr {
     info: u64,
 }
 
-/// The kernel's run-time statistics of every BPF program, counted while this lives (as
-/// `kernel.bpf_stats_enabled` does, but off again when dropped, however the bench ends). Each
-/// run then also reads the clock twice, which costs what the empty program's figure shows.
-pub struct RunTimeStats {
-    _fd: OwnedFd,
-}
-
-impl RunTimeStats {
-    pub fn enable() -> io::Result<RunTimeStats> {
-        let mut attr = BPF_STATS_RUN_TIME;
-        let fd = bpf(BPF_ENABLE_STATS, &mut attr)?;
-        // SAFETY: BPF_ENABLE_STATS returns a new fd that we now own.
-        Ok(RunTimeStats {
-            _fd: unsafe { OwnedFd::from_raw_fd(fd_of(fd)) },
-        })
-    }
-}
-
 /// Words of `struct bpf_prog_info` up to `run_cnt`, and where `run_time_ns` and `run_cnt` are.
 const PROG_INFO_WORDS: usize = 26;
 const RUN_TIME_NS_WORD: usize = 192 / 8;
 const RUN_CNT_WORD: usize = 200 / 8;
 
 /// How long `prog` has run in all, in nanoseconds, and how many times: counted only while
-/// [`RunTimeStats`] are on.
+/// run-time statistics are on (`aya::sys::enable_stats`). aya reads them only from programs it
+/// loaded, and the reference programs here are raw fds.
 pub fn run_time(prog: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     let mut info = [0u64; PROG_INFO_WORDS];
     let mut attr = InfoAttr {
